@@ -1,0 +1,16 @@
+/**
+ * The control API's error titles, word for word as Unit sends them
+ * (spec/control-api.md §2.4). Clients match on these strings.
+ */
+export interface ControlError { status: number; error: string }
+
+export const ERR = {
+  noValue: { status: 404, error: "Value doesn't exist." },
+  invalidPath: { status: 404, error: 'Invalid path.' },
+  methodNotAllowed: { status: 405, error: "Method isn't allowed." },
+  invalidMethod: { status: 405, error: 'Invalid method.' },
+  applyFailed: { status: 500, error: 'Failed to apply new configuration.' },
+  internal: { status: 500, error: 'Memory allocation failed.' },
+  statusFailed: { status: 500, error: 'Failed to get status.' },
+  restartFailed: { status: 500, error: 'Failed to restart app.' },
+} as const satisfies Record<string, ControlError>;
