@@ -52,6 +52,16 @@ export function bindAddress(name: string, unixMode = 0o666): RawHandle {
   } else {
     const host = a.wildcard ? (a.family === 6 ? '::' : '0.0.0.0') : a.host;
     h = createHandle(host, a.port, a.family, undefined, a.family === 6 ? UV_TCP_IPV6ONLY : 0);
+    // libuv defers EADDRINUSE from bind() to listen(); the socket is then left
+    // unbound, and a listen() in the router would silently pick a random port.
+    if (typeof h !== 'number') {
+      const out: { port?: number } = {};
+      (h as unknown as { getsockname(o: object): number }).getsockname(out);
+      if (out.port !== a.port) {
+        h.close();
+        h = -(os.constants.errno.EADDRINUSE);
+      }
+    }
   }
   if (typeof h === 'number') throw new Error(`bind("${name}") failed (${errnoText(h)})`);
   return h;

@@ -46,7 +46,11 @@ export function freePort(): Promise<number> {
 /** One HTTP request; resolves with status, headers and body. */
 export function request(opts: http.RequestOptions & { body?: string | Buffer }): Promise<Response> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ agent: false, ...opts }, (res) => {
+    const headers = { ...(opts.headers as Record<string, string | number> | undefined) };
+    if (opts.body !== undefined && !Object.keys(headers).some((h) => /^(content-length|transfer-encoding)$/i.test(h))) {
+      headers['Content-Length'] = Buffer.byteLength(opts.body);
+    }
+    const req = http.request({ agent: false, ...opts, headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {

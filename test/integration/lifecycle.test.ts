@@ -131,10 +131,15 @@ describe('processes', () => {
     t.after(() => j.cleanup());
     fs.renameSync(j.log, j.log + '.1');
     j.proc!.kill('SIGUSR1');
-    await waitFor(() => fs.existsSync(j.log) && j.logText().includes('log files rotation'), 'new log file');
-    const port = await freePort();
-    await j.configure(returnConfig(port));
-    assert.ok(!fs.readFileSync(j.log + '.1', 'utf8').includes('log files rotation'));
+    await waitFor(() => fs.existsSync(j.log), 'new log file');
+    assert.match(fs.readFileSync(j.log + '.1', 'utf8'), /\[notice\] \d+#\d+ signal 10 \(SIGUSR1\) received, log files rotation/);
+    // Lines of every process now land in the new file: main's own, and the router's.
+    j.proc!.kill('SIGHUP');
+    await waitFor(() => j.logText().includes('SIGHUP) received, ignored'), 'main writes the new file');
+    const [router] = j.pidsOf('junction: router');
+    process.kill(router, 'SIGKILL');
+    await waitFor(() => j.logText().includes('router started'), 'router writes the new file');
+    assert.ok(!fs.readFileSync(j.log + '.1', 'utf8').includes('SIGHUP'));
   });
 
   test('SIGHUP is ignored', async (t) => {

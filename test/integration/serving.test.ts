@@ -91,10 +91,16 @@ describe('serving a mixed configuration', () => {
     assert.equal(r.status, 200, r.body);
     assert.equal(r.body, 'Hello from Express\n');
     assert.equal(r.headers.server, 'Unit/1.35.0');
-    const echo = await request({ host: '127.0.0.1', port, method: 'POST', path: '/express/echo', body: 'x'.repeat(100_000), headers: { 'Content-Type': 'text/plain' } });
-    assert.equal(echo.status, 404); // Express has no route /express/echo: its own 404 page passes through
-    const pid = await get(port, '/express/../pid');
+    const body = 'x'.repeat(100_000);
+    const echo = await request({ host: '127.0.0.1', port, method: 'POST', path: '/express/echo', body, headers: { 'Content-Type': 'text/plain' } });
+    assert.equal(echo.status, 200);
+    assert.equal(echo.body, body);
+    const pid = await get(port, '/express/pid?x=1');
     assert.equal(pid.status, 200);
+    assert.equal(JSON.parse(pid.body).url, '/express/pid?x=1');
+    const notFound = await get(port, '/express/nothing-here');
+    assert.equal(notFound.status, 404); // Express's own 404 page passes through
+    assert.match(notFound.body, /Cannot GET \/express\/nothing-here/);
   });
 
   test('invalid changes get 400 with an error member and the old configuration keeps serving', async () => {
@@ -129,6 +135,7 @@ describe('serving a mixed configuration', () => {
       assert.deepEqual(r.json, { error: 'Failed to apply new configuration.' });
       assert.deepEqual((await j.api('GET', '/config')).json, config);
       assert.equal((await get(port, '/a.txt')).status, 200);
+      assert.match(j.logText(), new RegExp(`\\[alert\\] \\d+#\\d+ bind\\("127\\.0\\.0\\.1:${busy}"\\) failed \\(98: Address already in use\\)`));
     } finally {
       blocker.close();
     }

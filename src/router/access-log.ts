@@ -1,0 +1,140 @@
+/**
+ * The access log (spec/router.md §7): one line per finished request, in
+ * Unit's default format or a configured template / JSON object, optionally
+ * conditional (`if`). The file is opened append-only (0600) when a
+ * configuration is applied and reopened on SIGUSR1 (`reopenLogs`).
+ */
+import fs from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import type { Request } from './request.ts';
+import { compileTemplate, compileCondition, timeLocal, type Template, type Condition } from './variables.ts';
+
+/** An open log file; lines are written in order through one stream. */
+export class AccessLogFile {
+  readonly path: string;
+  private stream: fs.WriteStream;
+  private closed = false;
+
+  private constructor(path: string, fh: FileHandle) {
+    this.path = path;
+    this.stream = AccessLogFile.streamFor(fh);
+  }
+
+  private static streamFor(fh: FileHandle): fs.WriteStream {
+    // The stream owns the FileHandle (a bare fd would be closed when the handle is collected).
+    const s = fs.createWriteStream('', { fd: fh as unknown as number, autoClose: true });
+    s.on('error', () => { /* a full disk must not take the router down */ });
+    return s;
+  }
+
+  /**
+   * Open `path` for appending.
+   * @throws Error with the system message when it cannot be opened (apply fails → 500).
+   */
+  static async open(path: string): Promise<AccessLogFile> {
+    const fh = await fs.promises.open(path, 'a', 0o600);
+    return new AccessLogFile(path, fh);
+  }
+
+  write(line: string): void {
+    if (!this.closed) this.stream.write(line, 'latin1');
+  }
+
+  /** Reopen the same path (log rotation); the old descriptor is closed after pending lines. */
+  async reopen(): Promise<void> {
+    if (this.closed) return;
+    const fh = await fs.promises.open(this.path, 'a', 0o600);
+    const old = this.stream;
+    this.stream = AccessLogFile.streamFor(fh);
+    old.end();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.stream.end();
+  }
+}
+
+/** Escape a value for a JSON string (without the quotes). */
+function jsonEscape(v: string): string {
+  return JSON.stringify(v).slice(1, -1);
+}
+
+type Format =
+  | { kind: 'default' }
+  | { kind: 'template'; template: Template }
+  | { kind: 'json'; names: string[]; values: Template[]; js: boolean };
+
+/** Unit's default line (§7.1), without the template machinery. */
+function defaultLine(r: Request): string {
+  const ref = r.lastHeader('referer');
+  const ua = r.lastHeader('user-agent');
+  return `${r.remoteAddr} - - [${timeLocal()}] "${r.requestLine ?? '-'}" ` +
+    `${String(r.res.status).padStart(3, '0')} ${r.bytesSent} "${ref ?? '-'}" "${ua ?? '-'}"\n`;
+}
+
+/** A compiled `access_log` setting. */
+export class AccessLog {
+  readonly file: AccessLogFile;
+  private readonly format: Format;
+  private readonly condition: Condition | null;
+
+  constructor(file: AccessLogFile, format: Format, condition: Condition | null) {
+    this.file = file;
+    this.format = format;
+    this.condition = condition;
+  }
+
+  /** Write the line for the finished request `r` (unless `if` says no). Errors drop the line. */
+  log(r: Request): void {
+    try {
+      if (this.condition !== null && !this.condition.test(r)) return;
+      const f = this.format;
+      let line: string;
+      if (f.kind === 'default') {
+        line = defaultLine(r);
+      } else if (f.kind === 'template') {
+        line = f.template.expandLog(r) + '\n';
+      } else if (f.js) {
+        const o: Record<string, string> = {};
+        for (let i = 0; i < f.names.length; i++) o[f.names[i]] = f.values[i].expandLog(r);
+        line = JSON.stringify(o) + '\n';
+      } else {
+        line = '{';
+        for (let i = 0; i < f.names.length; i++) {
+          line += (i ? ',"' : '"') + f.names[i] + '":"' + f.values[i].expandLog(r, jsonEscape) + '"';
+        }
+        line += '}\n';
+      }
+      this.file.write(line);
+    } catch (e) {
+      r.conn.log.error(`access log: ${(e as Error).message}`);
+    }
+  }
+}
+
+/** Path of an `access_log` value (string or object form). */
+export function accessLogPath(value: unknown): string {
+  return typeof value === 'string' ? value : String((value as Record<string, unknown>).path ?? '');
+}
+
+/**
+ * Compile `access_log` around an already opened file.
+ * @throws Error for an invalid template.
+ */
+export function compileAccessLog(value: unknown, file: AccessLogFile): AccessLog {
+  if (typeof value === 'string') return new AccessLog(file, { kind: 'default' }, null);
+  const o = value as Record<string, unknown>;
+  const cond = typeof o.if === 'string' ? compileCondition(o.if, 'if') : null;
+  let format: Format = { kind: 'default' };
+  if (typeof o.format === 'string') {
+    format = { kind: 'template', template: compileTemplate(o.format, 'format') };
+  } else if (o.format !== null && typeof o.format === 'object') {
+    const fo = o.format as Record<string, string>;
+    const names = Object.keys(fo);
+    const values = names.map((n) => compileTemplate(fo[n], 'format'));
+    format = { kind: 'json', names: names.map(jsonEscape), values, js: names.some((n) => fo[n].startsWith('`')) };
+  }
+  return new AccessLog(file, format, cond);
+}

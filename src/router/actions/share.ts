@@ -1,0 +1,123 @@
+/**
+ * `share` (spec/router.md §8): static files from one or more path templates,
+ * with `index`, a MIME `types` filter, `chroot`, `follow_symlinks`,
+ * `traverse_mounts` and `fallback`.
+ *
+ * Per request: non-GET/HEAD → fallback or 405; each share path in turn
+ * (a path ending in `/` gets the index; else the type filter runs first);
+ * a regular file is served (file.ts), a directory reached without a trailing
+ * slash is redirected (301, query kept); when every path fails, fallback or the
+ * last failure (404/403). Errors other than not-found/forbidden answer 500 at once.
+ */
+import type { Request } from '../request.ts';
+import { dispatch, enterAction, type Action, type Handler } from '../action.ts';
+import { compileTemplate, type Template } from '../variables.ts';
+import { compilePatterns, type PatternSet } from '../pattern.ts';
+import { mimeType } from '../mime.ts';
+import { escapeUri, toByteString } from '../uri.ts';
+import { openShared, type OpenOptions, type Opened } from './share-open.ts';
+import { sendFile } from './file.ts';
+
+/** A compiled `share` action. */
+export class ShareHandler implements Handler {
+  readonly paths: Template[];
+  readonly index: string;
+  readonly types: PatternSet | null;
+  readonly chroot: Template | null;
+  readonly followSymlinks: boolean;
+  readonly traverseMounts: boolean;
+  readonly fallback: Action | null;
+
+  constructor(o: {
+    paths: Template[]; index: string; types: PatternSet | null; chroot: Template | null;
+    followSymlinks: boolean; traverseMounts: boolean; fallback: Action | null;
+  }) {
+    this.paths = o.paths;
+    this.index = o.index;
+    this.types = o.types;
+    this.chroot = o.chroot;
+    this.followSymlinks = o.followSymlinks;
+    this.traverseMounts = o.traverseMounts;
+    this.fallback = o.fallback;
+  }
+
+  run(r: Request): Handler | null {
+    if (r.method !== 'GET' && r.method !== 'HEAD') return this.fail(r, 405);
+    void this.serve(r);
+    return null;
+  }
+
+  /** Take the fallback when there is one, else answer `status`. */
+  private fail(r: Request, status: number): Handler | null {
+    if (this.fallback !== null) return enterAction(r, this.fallback);
+    r.res.sendError(status);
+    return null;
+  }
+
+  private async serve(r: Request): Promise<void> {
+    let status = 404;
+    try {
+      const opts: OpenOptions = {
+        chroot: null, followSymlinks: this.followSymlinks, traverseMounts: this.traverseMounts,
+      };
+      for (let i = 0; i < this.paths.length; i++) {
+        let path = this.paths[i].expand(r);
+        if (i === 0 && this.chroot !== null) opts.chroot = this.chroot.expand(r);
+        const dirForm = path.endsWith('/');
+        let type: string | undefined;
+        if (dirForm) {
+          path += this.index;
+          type = mimeType(r.table.settings.mimeTypes, this.index);
+        } else {
+          type = mimeType(r.table.settings.mimeTypes, path);
+          if (this.types !== null && !this.types.test(type ?? '')) { status = 403; continue; }
+        }
+        const o: Opened = await openShared(path, opts);
+        if (o.status !== 0) {
+          if (o.status === 500) {
+            r.conn.log.error(`open("${path}") failed (${o.error})`);
+            r.res.sendError(500);
+            return;
+          }
+          status = o.status;
+          continue;
+        }
+        if (o.stat!.isFile()) {
+          await sendFile(r, o.handle!, o.stat!, type, path, opts);
+          return;
+        }
+        await o.handle!.close();
+        if (o.stat!.isDirectory() && !dirForm) {
+          const q = r.query;
+          r.res.sendEmpty(301, ['Location', escapeUri(r.path) + '/' + (q !== '' ? '?' + q : '')]);
+          return;
+        }
+        status = 404;
+      }
+      if (this.fallback !== null) {
+        dispatch(r, enterAction(r, this.fallback));
+        return;
+      }
+      r.res.sendError(status);
+    } catch (e) {
+      r.conn.log.error(`share failed: ${(e as Error).message}`);
+      r.res.sendError(500);
+    }
+  }
+}
+
+type Obj = Record<string, unknown>;
+
+/** Compile a share action; `compileFallback` compiles the nested fallback action. */
+export function compileShare(a: Obj, compileFallback: (f: unknown) => Action): ShareHandler {
+  const shares = Array.isArray(a.share) ? a.share as string[] : [a.share as string];
+  return new ShareHandler({
+    paths: shares.map((s) => compileTemplate(s, 'share')),
+    index: typeof a.index === 'string' ? toByteString(a.index) : 'index.html',
+    types: a.types !== undefined ? compilePatterns(a.types as string | string[], { fold: 'lower' }) : null,
+    chroot: typeof a.chroot === 'string' ? compileTemplate(a.chroot, 'chroot') : null,
+    followSymlinks: a.follow_symlinks !== false,
+    traverseMounts: a.traverse_mounts !== false,
+    fallback: a.fallback !== undefined ? compileFallback(a.fallback) : null,
+  });
+}

@@ -1,0 +1,160 @@
+/**
+ * The router: owns the listeners and the current routing table
+ * (DESIGN.md "router"; spec/router.md, control-api.md §7.3).
+ *
+ *   apply(config)  compile → prepare apps → get new sockets → swap → commit
+ *   status()       connection and request counters (§12)
+ *   reopenLogs()   SIGUSR1: reopen the access log
+ *   shutdown()     stop accepting; graceful → let in-flight requests finish
+ */
+import type { RouterHost } from './host.ts';
+import type { AppManagerLike, AppTransaction } from '../apps/types.ts';
+import { compileTable, type RouterTable } from './table.ts';
+import { Listener } from './listener.ts';
+import { Counters, type Connection, type RouterState } from './connection.ts';
+import { logBare } from './http.ts';
+import { AccessLogFile, compileAccessLog, accessLogPath, type AccessLog } from './access-log.ts';
+
+export interface RouterStatus {
+  connections: { accepted: number; active: number; idle: number; closed: number };
+  requests: { total: number };
+}
+
+export class Router {
+  private readonly host: RouterHost;
+  private readonly apps: AppManagerLike;
+  private readonly state: RouterState;
+  private readonly listeners = new Map<string, Listener>();
+  private table: RouterTable | null = null;
+  private logFile: AccessLogFile | null = null;
+  private queue: Promise<void> = Promise.resolve();
+  private stopped = false;
+
+  constructor(host: RouterHost, apps: AppManagerLike) {
+    this.host = host;
+    this.apps = apps;
+    this.state = {
+      counters: new Counters(),
+      connections: new Set<Connection>(),
+      log: host.log,
+      logBare,
+    };
+  }
+
+  /**
+   * Compile and install a configuration (validated by the controller).
+   * All or nothing: on failure nothing changes (the old table keeps serving,
+   * new sockets are released, started application processes are stopped).
+   * @throws Error whose message is for the error log; the controller answers 500.
+   */
+  apply(config: Record<string, unknown>): Promise<void> {
+    const run = this.queue.then(() => this.applyNow(config));
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  private async applyNow(config: Record<string, unknown>): Promise<void> {
+    if (this.stopped) throw new Error('the router is shutting down');
+    let tx: AppTransaction | null = null;
+    let newLog: AccessLogFile | null = null;
+    const opened: Listener[] = [];
+    try {
+      tx = await this.apps.prepare((config.applications ?? {}) as Record<string, unknown>);
+
+      let accessLog: AccessLog | null = null;
+      if (config.access_log !== undefined) {
+        const path = accessLogPath(config.access_log);
+        let file = this.logFile;
+        if (file === null || file.path !== path) {
+          try {
+            file = newLog = await AccessLogFile.open(path);
+          } catch (e) {
+            throw new Error(`open("${path}") failed (${(e as NodeJS.ErrnoException).errno ?? ''}: ${(e as Error).message})`);
+          }
+        }
+        accessLog = compileAccessLog(config.access_log, file);
+      }
+
+      const table = compileTable(config, { tx, apps: this.apps, tmpdir: this.host.tmpdir, accessLog });
+
+      for (const [name, lc] of table.listeners) {
+        if (this.listeners.has(name)) continue;
+        const handle = await this.host.listen(name);
+        const l = new Listener(lc, this.state);
+        opened.push(l);
+        try {
+          await l.start(handle);
+        } catch (e) {
+          throw new Error(`listen("${name}") failed: ${(e as Error).message}`);
+        }
+      }
+
+      // Everything is ready: switch.
+      this.table = table;
+      for (const l of opened) this.listeners.set(l.name, l);
+      for (const [name, l] of this.listeners) {
+        const lc = table.listeners.get(name);
+        if (lc !== undefined) {
+          l.update(lc);
+        } else {
+          l.close();
+          this.listeners.delete(name);
+          this.host.release(name);
+        }
+      }
+      if (this.logFile !== null && this.logFile !== (accessLog?.file ?? null)) this.logFile.close();
+      this.logFile = accessLog?.file ?? null;
+      tx.commit();
+    } catch (e) {
+      for (const l of opened) {
+        l.close();
+        this.host.release(l.name);
+      }
+      newLog?.close();
+      tx?.abort();
+      throw e;
+    }
+  }
+
+  /** Counters for `GET /status` (spec/router.md §12). */
+  status(): RouterStatus {
+    const c = this.state.counters;
+    return {
+      connections: {
+        accepted: c.accepted,
+        active: c.accepted - c.closed - c.idle,
+        idle: c.idle,
+        closed: c.closed,
+      },
+      requests: { total: c.requests },
+    };
+  }
+
+  /** Reopen the access log file (SIGUSR1 log rotation). */
+  async reopenLogs(): Promise<void> {
+    await this.logFile?.reopen();
+  }
+
+  /**
+   * Stop accepting connections. Graceful: idle connections close now, busy
+   * ones after their current response; resolves when all are closed.
+   * Otherwise every connection is closed at once.
+   */
+  async shutdown(graceful: boolean): Promise<void> {
+    this.stopped = true;
+    for (const [name, l] of this.listeners) {
+      l.close();
+      this.host.release(name);
+    }
+    this.listeners.clear();
+    const conns = [...this.state.connections];
+    await Promise.all(conns.map((c) => new Promise<void>((resolve) => {
+      if (c.socket.destroyed) { resolve(); return; }
+      c.socket.once('close', () => resolve());
+      if (graceful) c.closeWhenIdle();
+      else c.socket.destroy();
+    })));
+    this.logFile?.close();
+    this.logFile = null;
+  }
+}
