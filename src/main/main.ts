@@ -200,9 +200,12 @@ export class Main {
 
   async #spawnApp(spec: AppSpawnSpec): Promise<{ pid: number; socket: string }> {
     const router = this.#router.child;
-    const { child, pid, socket } = await spawnApp(spec, { runDir: this.#runDir, log: this.log });
+    const { child, pid, socket } = await spawnApp(spec, {
+      runDir: this.#runDir,
+      log: this.log,
+      output: (c) => this.#forwardOutput(c),
+    });
     this.#apps.set(pid, child);
-    if (!spec.stdout || !spec.stderr) this.#forwardOutput(child);
     const report = (code: number | null, signal: NodeJS.Signals | null) => {
       this.#apps.delete(pid);
       if (signal) this.log.alert(`app process ${pid} exited on signal ${signalNumber(signal)}`);

@@ -30,7 +30,8 @@ export function errnoText(code: number): string {
   const num = (os.constants.errno as Record<string, number>)[name] ?? -code;
   const getMsg = (util as unknown as { getSystemErrorMessage?: (c: number) => string }).getSystemErrorMessage;
   const text = getMsg ? getMsg(code) : name;
-  return `${num}: ${text}`;
+  // libuv's texts are strerror's in lower case; Unit prints strerror's own.
+  return `${num}: ${text.charAt(0).toUpperCase()}${text.slice(1)}`;
 }
 
 /**

@@ -42,8 +42,7 @@ export interface SpawnedApp {
   socket: string;
 }
 
-/** fd numbers inside the application process. */
-const LISTEN_FD = 3;
+/** fd of the readiness pipe inside the application process (the socket is fd 3). */
 const READY_FD = 4;
 /** systemd's convention: LISTEN_PID must be the pid of the process that reads it, known only after fork. */
 const EXEC_WITH_LISTEN_PID = 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"';
@@ -92,6 +91,7 @@ export async function spawnApp(spec: AppSpawnSpec, opts: SpawnOptions): Promise<
   let socket: string;
   try {
     ({ handle, path: socket } = await bindSocket(opts.runDir, opts.socketOwner));
+    // fd 3: the listening socket.
     const stdio: StdioOptions = ['ignore', stdoutFd?.fd ?? 'pipe', stderrFd?.fd ?? 'pipe', handle.fd];
     const env: Record<string, string> = { ...spec.env, LISTEN_FDS: '1' };
     delete env.LISTEN_PID;
@@ -113,6 +113,9 @@ export async function spawnApp(spec: AppSpawnSpec, opts: SpawnOptions): Promise<
       uid: creds && !creds.setpriv ? creds.uid : undefined,
       gid: creds && !creds.setpriv ? creds.gid : undefined,
     });
+  } catch (e) {
+    if (socket!) unlinkCb(socket, () => {});
+    throw e;
   } finally {
     // Main's copies: the child has its own after fork (or failed to get one).
     handle?.close();
