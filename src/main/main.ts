@@ -36,6 +36,11 @@ export interface ChildSettings {
   tmpdir: string;
   control: string;
   modules: ModuleInfo[];
+  /** `--no-daemon` given: application `stdout`/`stderr` options are ignored, as in Unit. */
+  noDaemon: boolean;
+  /** `--user`/`--group` for applications that set none; only when main runs as root. */
+  user?: string;
+  group?: string;
 }
 
 interface Role {
@@ -128,7 +133,16 @@ export class Main {
   }
 
   #childSettings(): ChildSettings {
-    return { statedir: this.#o.statedir, tmpdir: this.#o.tmpdir, control: this.#o.control, modules: this.#modules };
+    const root = process.getuid?.() === 0;
+    return {
+      statedir: this.#o.statedir,
+      tmpdir: this.#o.tmpdir,
+      control: this.#o.control,
+      modules: this.#modules,
+      noDaemon: !this.#o.daemon,
+      user: root ? this.#o.user : undefined,
+      group: root ? this.#o.group : undefined,
+    };
   }
 
   #startRole(role: Role): void {

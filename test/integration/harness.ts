@@ -70,6 +70,13 @@ export function get(port: number, p: string, headers: Record<string, string> = {
   return request({ host: '127.0.0.1', port, path: p, headers });
 }
 
+/**
+ * As root, applications default to `--user nobody` (as Unit), which could not
+ * read a checkout under a private home directory: tests run them as the
+ * current user instead.
+ */
+const USER_ARGS = process.getuid?.() === 0 ? ['--user', os.userInfo().username] : [];
+
 export interface StartOptions {
   /** Reuse a state directory (restart tests). */
   dir?: string;
@@ -103,7 +110,7 @@ export class Junction {
 
   async run(o: StartOptions = {}): Promise<void> {
     const args = ['--no-daemon', '--control', `unix:${this.control}`, '--log', this.log, '--statedir', this.statedir,
-      '--pid', this.pidFile, '--tmpdir', this.dir, ...(o.args ?? [])];
+      '--pid', this.pidFile, '--tmpdir', this.dir, ...USER_ARGS, ...(o.args ?? [])];
     const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...o.env } });
     this.proc = proc;
     let stderr = '';
