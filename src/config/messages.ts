@@ -182,6 +182,7 @@ export const M = {
     `The ${q(ext)} file extension has been declared for ${q(a)} and ${q(b)} MIME types at the same time.`,
   compressorsObjects: 'The "compressors" array must contain only object values.',
   compressor: (name: string) => `${q(name)} is not a supported compressor.`,
+  jsModuleMissing: (name: string) => `JS module ${q(name)} is not found.`,
 
   // templates (router.md §6.1)
   templateUnknown: (variable: string, option: string) =>

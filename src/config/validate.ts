@@ -19,6 +19,8 @@ export interface ValidationContext {
   modules: readonly AppModule[];
   /** Names of the uploaded certificate bundles. */
   certificates: ReadonlySet<string>;
+  /** Names of the uploaded JS modules (`settings.js_module`); absent = none uploaded. */
+  jsModules?: ReadonlySet<string>;
 }
 
 // ---------------------------------------------------------------------------
@@ -849,11 +851,20 @@ const HTTP: Schema = {
   compression: object(() => COMPRESSION),
 };
 
-// `js_module` and `telemetry` are absent: Junction behaves as a build without njs
-// and OpenTelemetry, where both are unknown parameters (control-api.md §6.0, §10).
+/** `js_module`: a name or names of uploaded JS modules (control-api.md §6.9, §6.10). */
+const jsModules: Check = (v: string | unknown[], w) => {
+  for (const name of Array.isArray(v) ? v : [v]) {
+    if (typeof name !== 'string') fail(M.arrayStrings('js_module'));
+    if (!w.ctx.jsModules?.has(name)) fail(M.jsModuleMissing(name));
+  }
+};
+
+// `telemetry` is absent: Junction behaves as a build without OpenTelemetry,
+// where it is an unknown parameter (control-api.md §6.0).
 const SETTINGS: Schema = {
   listen_threads: { type: INTEGER, check: range(1, INT32_MAX, M.listenThreadsMin, M.listenThreadsMax) },
   http: object(() => HTTP),
+  js_module: { type: STRING | ARRAY, check: jsModules },
 };
 
 // ---------------------------------------------------------------------------
@@ -872,8 +883,8 @@ const ROOT: Schema = {
  * Validates a complete candidate configuration (control-api.md §6, §6.10).
  *
  * @param tree the whole configuration as parsed by parseJson()
- * @param ctx available language modules and uploaded certificate names,
- *   for `type` and `tls.certificate` checks
+ * @param ctx available language modules and uploaded certificate and JS
+ *   module names, for `type`, `tls.certificate` and `js_module` checks
  * @returns null when valid, else the `detail` of the first violation, in
  *   Unit's wording (e.g. `Unknown parameter "x".`,
  *   `Request "pass" points to invalid location "routes".`), for a

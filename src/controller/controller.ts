@@ -1,6 +1,7 @@
 /**
- * The control API (spec/control-api.md §2–§4, §7): `/config` GET/PUT/POST/DELETE
- * at any path, `/status`, `/control/applications/NAME/restart` and `GET /`.
+ * The control API (spec/control-api.md §2–§4, §7, §10): `/config`
+ * GET/PUT/POST/DELETE at any path, `/status`, `/js_modules`,
+ * `/control/applications/NAME/restart` and `GET /`.
  *
  * Every change builds a candidate tree, validates it whole, has the router
  * apply it, has main persist it, and only then commits and answers: an invalid
@@ -20,6 +21,7 @@ import { validateConfig } from '../config/validate.ts';
 import type { ModuleInfo } from '../apps/discovery.ts';
 import { printJson } from './json-print.ts';
 import { ERR, type ControlError } from './errors.ts';
+import { JsModuleStore } from './js-modules.ts';
 
 /** The configuration of a fresh state (§6.1). */
 export const DEFAULT_CONFIG = (): Record<string, unknown> => ({ listeners: {}, routes: [], applications: {} });
@@ -34,6 +36,7 @@ export class Controller {
   readonly #log: Logger;
   readonly #statedir: string;
   readonly #modules: ModuleInfo[];
+  readonly #js: JsModuleStore;
   #config: unknown = DEFAULT_CONFIG();
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -42,6 +45,7 @@ export class Controller {
     this.#log = log;
     this.#statedir = settings.statedir;
     this.#modules = settings.modules;
+    this.#js = new JsModuleStore(settings.statedir, log);
   }
 
   /** The committed configuration tree. */
@@ -52,7 +56,12 @@ export class Controller {
   }
 
   #validate(tree: unknown): string | null {
-    return validateConfig(tree, { modules: this.#modules, certificates: this.#certificates() });
+    return validateConfig(tree, { modules: this.#modules, certificates: this.#certificates(), jsModules: this.#js.names() });
+  }
+
+  /** Have the router apply `tree`, with the JS modules it may use (router process `apply`). */
+  #apply(tree: unknown): Promise<unknown> {
+    return this.#main.request('apply', { config: tree, jsModules: this.#js.sources() });
   }
 
   #serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -67,6 +76,7 @@ export class Controller {
    */
   async restore(): Promise<void> {
     await this.#serial(async () => {
+      this.#js.load();
       const { data: text } = await this.#main.request<string | null>('stored-config');
       let tree: unknown = DEFAULT_CONFIG();
       if (text !== null) {
@@ -80,11 +90,11 @@ export class Controller {
         }
       }
       try {
-        await this.#main.request('apply', { config: tree });
+        await this.#apply(tree);
       } catch (e) {
         this.#log.alert(`failed to apply previous configuration: ${(e as Error).message}`);
         tree = DEFAULT_CONFIG();
-        await this.#main.request('apply', { config: tree }).catch((e2: Error) => this.#log.alert(`failed to apply the default configuration: ${e2.message}`));
+        await this.#apply(tree).catch((e2: Error) => this.#log.alert(`failed to apply the default configuration: ${e2.message}`));
       }
       this.#config = tree;
     });
@@ -94,7 +104,7 @@ export class Controller {
   reapply(): void {
     void this.#serial(async () => {
       try {
-        await this.#main.request('apply', { config: this.#config });
+        await this.#apply(this.#config);
       } catch (e) {
         this.#log.alert(`failed to apply the configuration to the restarted router: ${(e as Error).message}`);
       }
@@ -131,12 +141,13 @@ export class Controller {
       if (method !== 'GET') return err(ERR.invalidMethod);
       return this.#serial(() => this.#status(rest!));
     }
+    if ((rest = under('/js_modules')) !== null) return this.#js.handle(method, rest, body, this.#config);
     if (target.startsWith('/control/')) return this.#control(method, target.slice('/control/'.length));
     if (target === '/' || target === '') {
       if (method !== 'GET') return err(ERR.invalidMethod);
       return this.#serial(async () => {
         const status = await this.#statusTree();
-        return { status: 200, body: { config: this.#config, status } };
+        return { status: 200, body: { js_modules: this.#js.sources(), config: this.#config, status } };
       });
     }
     return err(ERR.noValue);
@@ -168,10 +179,13 @@ export class Controller {
       const detail = this.#validate(op.tree);
       if (detail) return { status: 400, body: { error: 'Invalid configuration.', detail } };
       try {
-        await this.#main.request('apply', { config: op.tree });
+        await this.#apply(op.tree);
       } catch (e) {
-        this.#log.alert(`failed to apply new conf: ${(e as Error).message}`);
-        return err(ERR.applyFailed);
+        // Unit answers the title alone; the detail (which listener or application
+        // failed, and why) is Junction's addition, harmless to Unit's clients.
+        const why = (e as Error).message;
+        this.#log.alert(`failed to apply new conf: ${why}`);
+        return { status: ERR.applyFailed.status, body: { error: ERR.applyFailed.error, detail: why } };
       }
       this.#config = op.tree;
       try {

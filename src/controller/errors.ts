@@ -13,4 +13,11 @@ export const ERR = {
   internal: { status: 500, error: 'Memory allocation failed.' },
   statusFailed: { status: 500, error: 'Failed to get status.' },
   restartFailed: { status: 500, error: 'Failed to restart app.' },
+  // /js_modules (control-api.md §10)
+  jsModuleName: { status: 400, error: 'Invalid JS module name.' },
+  jsModuleExists: { status: 400, error: 'JS module already exists.' },
+  jsModuleInvalid: { status: 400, error: 'Invalid JS module.' },
+  jsModuleUsed: { status: 400, error: 'JS module is used in the configuration.' },
+  jsModuleMissing: { status: 404, error: "JS module doesn't exist." },
+  jsModuleStore: { status: 500, error: 'Failed to store script.' },
 } as const satisfies Record<string, ControlError>;

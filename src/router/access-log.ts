@@ -86,8 +86,12 @@ export class AccessLog {
     this.condition = condition;
   }
 
-  /** Write the line for the finished request `r` (unless `if` says no). Errors drop the line. */
+  /**
+   * Write the line for the finished request `r` (unless `if` says no). Errors
+   * drop the line; so does a JS template that failed while serving `r` (§6.3).
+   */
   log(r: Request): void {
+    if (r.jsFailed) return;
     try {
       if (this.condition !== null && !this.condition.test(r)) return;
       const f = this.format;

@@ -11,6 +11,7 @@ import type { Request } from './request.ts';
 import type { Template } from './variables.ts';
 import type { ResponseHeaders } from './response-headers.ts';
 import { applyRewrite } from './rewrite.ts';
+import { JsError } from './js.ts';
 
 /** One compiled action kind. */
 export interface Handler {
@@ -52,7 +53,13 @@ export function dispatch(r: Request, h: Handler | null): void {
       h = h.run(r);
     }
   } catch (e) {
-    r.conn.log.error(`request failed: ${(e as Error).message}`);
+    logFailure(r, e);
     r.res.sendError(500);
   }
+}
+
+/** Error-log line for a request that failed with `e` (500): Unit's `js exception: …` for templates. */
+export function logFailure(r: Request, e: unknown): void {
+  if (e instanceof JsError) r.conn.log.error(`js exception: ${e.message}`);
+  else r.conn.log.error(`request failed: ${(e as Error).message}`);
 }

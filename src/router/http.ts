@@ -134,15 +134,20 @@ function checkHeader(req: IncomingMessage, c: Connection): { status: number; hea
   return { status, headers, chunked, length };
 }
 
-/** `request` listener of every listener's http.Server. */
-export function onRequest(req: IncomingMessage, response: import('node:http').ServerResponse): void {
-  const res = response as UnitResponse;
-  const c = connectionOf(req.socket);
+/**
+ * Create the Request for a parsed header and run Unit's checks on it (§2.2–2.5),
+ * then `extra` (the WebSocket handshake, §9; given only for upgrade requests,
+ * whose bytes after the header are not read as a body). When a check fails
+ * the error page is sent (connection closed afterwards) and null returned.
+ * @returns the request, and whether a chunked body is to be read before routing
+ */
+export function acceptRequest(req: IncomingMessage, res: UnitResponse, c: Connection,
+  extra?: (r: Request) => number): { r: Request; chunked: boolean } | null {
   const chk = checkHeader(req, c);
   const r = new Request(req, res, c, chk.headers);
   res.request = r;
   (req as UnitIncoming)._unitRequest = r;
-  c.onRequest(chk.chunked || chk.length > 0);
+  c.onRequest(extra === undefined && (chk.chunked || chk.length > 0));
   res.prependListener('finish', onResponseFinish);
   res.on('close', onResponseClose);
 
@@ -156,10 +161,11 @@ export function onRequest(req: IncomingMessage, response: import('node:http').Se
     if (t === null) status = 400;
     else { r.path = t.path; r.query = t.query; r.hasQuery = t.hasQuery; }
   }
+  if (status === 0 && extra !== undefined) status = extra(r);
   if (status !== 0) {
     r.forceClose = true;
     res.sendError(status);
-    return;
+    return null;
   }
   const host = r.header('host');
   if (host !== undefined) {
@@ -168,16 +174,23 @@ export function onRequest(req: IncomingMessage, response: import('node:http').Se
   }
   if (c.listener.forwarded.length) applyForwarded(r, c.listener.forwarded);
   if (r.table.settings.logRoute) c.log.notice(`http request line "${r.requestLine}"`);
-  if (chk.chunked) {
-    (req as UnitIncoming).bodyLimit = r.table.settings.maxBodySize;
-    readChunkedBody(r, route);
+  return { r, chunked: chk.chunked };
+}
+
+/** `request` listener of every listener's http.Server. */
+export function onRequest(req: IncomingMessage, response: import('node:http').ServerResponse): void {
+  const a = acceptRequest(req, response as UnitResponse, connectionOf(req.socket));
+  if (a === null) return;
+  if (a.chunked) {
+    (req as UnitIncoming).bodyLimit = a.r.table.settings.maxBodySize;
+    readChunkedBody(a.r, route);
     return;
   }
-  route(r);
+  route(a.r);
 }
 
 /** Run the listener's pass for a request whose header (and chunked body) is in. */
-function route(r: Request): void {
+export function route(r: Request): void {
   dispatch(r, r.listener.pass);
 }
 
@@ -209,6 +222,21 @@ function finish(r: Request, completed: boolean): void {
   c.onResponseDone(completed && res.shouldKeepAlive);
 }
 
+/**
+ * A request whose connection became a tunnel (WebSocket, §9) is over: log it
+ * with the status the application answered and the bytes sent to the client.
+ */
+export function finishTunnel(r: Request, status: number, bytes: number): void {
+  if (r.done) return;
+  r.done = true;
+  const c = r.conn;
+  r.res.status = status;
+  r.bytesSent = Math.max(0, bytes);
+  c.bytesMark = c.socket.bytesWritten;
+  r.table.accessLog?.log(r);
+  c.onResponseDone(false);
+}
+
 /** A Request standing for a request that failed before it was parsed (access log only). */
 function bareRequest(c: Connection, status: number, bytes: number): Request {
   const req = { method: '', url: '', rawHeaders: [], httpVersion: '1.1', httpVersionMinor: 1, httpVersionMajor: 1 } as unknown as IncomingMessage;
@@ -226,13 +254,24 @@ export function logBare(c: Connection, status: number, bytes: number): void {
 
 interface ParserError extends Error { code?: string; rawPacket?: Buffer }
 
+/** True when the header holds only `Transfer-Encoding: chunked` fields, more than one. */
+function repeatedChunked(packet: Buffer | undefined): boolean {
+  if (packet === undefined) return false;
+  const text = packet.toString('latin1', 0, Math.min(packet.length, 65536));
+  const end = text.indexOf('\r\n\r\n');
+  const values = [...(end < 0 ? text : text.slice(0, end)).matchAll(/\ntransfer-encoding:[ \t]*([^\r\n]*?)[ \t]*\r?(?=\n|$)/gi)]
+    .map((m) => m[1]);
+  return values.length > 1 && values.every((v) => v === 'chunked');
+}
+
 /** Status Unit sends for a node:http parser error. */
 function parserErrorStatus(e: ParserError): number {
   switch (e.code) {
     case 'HPE_HEADER_OVERFLOW':
       return 431;
     case 'HPE_INVALID_TRANSFER_ENCODING':
-      return 501;
+      // A repeated `chunked` field is a 400 in Unit; any other coding 501.
+      return repeatedChunked(e.rawPacket) ? 400 : 501;
     case 'HPE_INVALID_VERSION': {
       const line = e.rawPacket?.toString('latin1', 0, Math.min(e.rawPacket.length, 8192)).split('\n', 1)[0] ?? '';
       return /HTTP\/[02-9]\.\d\r?$/.test(line) ? 505 : 400;

@@ -10,6 +10,7 @@ import type { ListenerConfig } from './table.ts';
 import { UnitResponse } from './response.ts';
 import { UnitIncoming, onRequest, onClientError } from './http.ts';
 import { Connection, connectionOf, type RouterState } from './connection.ts';
+import { onUpgrade, shouldUpgrade } from './websocket.ts';
 
 function onTimeout(socket: Socket): void {
   connectionOf(socket)?.onTimeout();
@@ -42,10 +43,13 @@ export class Listener {
       requestTimeout: 0,
       maxHeaderSize: maxHeaderSize(config),
       noDelay: true,
+      // WebSocket handshakes go to onUpgrade; other Upgrade requests stay normal requests.
+      shouldUpgradeCallback: shouldUpgrade,
     });
     this.server.on('connection', (socket: Socket) => { new Connection(socket, this.config, this.state); });
     this.server.on('request', onRequest);
     this.server.on('clientError', onClientError);
+    this.server.on('upgrade', onUpgrade);
     this.server.on('timeout', onTimeout);
   }
 

@@ -38,12 +38,20 @@ const host: RouterHost = {
   tmpdir: settings.tmpdir,
 };
 
-const apps = new AppManager(appHost, log, { modules: settings.modules });
+const apps = new AppManager(appHost, log, {
+  modules: settings.modules,
+  noDaemon: settings.noDaemon,
+  user: settings.user,
+  group: settings.group,
+});
 const router = new Router(host, apps);
 log.info('router started');
 
-main.handle('apply', async ({ config }: { config: Record<string, unknown> }) => {
-  await router.apply(config);
+/** The controller's apply message: the configuration and the uploaded JS modules (name → source). */
+interface ApplyMessage { config: Record<string, unknown>; jsModules?: Record<string, string> }
+
+main.handle('apply', async ({ config, jsModules }: ApplyMessage) => {
+  await router.apply(config, jsModules ?? {});
 });
 main.handle('status', () => ({ ...router.status(), applications: apps.status() }));
 main.handle('restart', ({ name }: { name: string }) => apps.restart(name));

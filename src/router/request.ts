@@ -4,6 +4,7 @@
  * checked; lazily parsed parts (arguments, cookies, request id) are cached here.
  */
 import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import type { AppRequest } from '../apps/types.ts';
 import type { UnitResponse } from './response.ts';
@@ -63,6 +64,10 @@ export class Request implements AppRequest {
   rewritten = false;
   /** The rewrite text contained `%` escapes (the proxied path is re-escaped). */
   rewriteEscaped = false;
+  /** A JS template failed for this request (500): no access-log line (§6.3). */
+  jsFailed = false;
+  /** A WebSocket handshake (§9): the client socket and the bytes read past the header. */
+  upgrade: { socket: Socket; head: Buffer } | null = null;
 
   private peerCache: Peer | null = null;
   private argList: string[] | null = null;

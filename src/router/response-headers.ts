@@ -17,10 +17,13 @@ const IGNORED = new Set(['server', 'date', 'content-length']);
 export class ResponseHeaders {
   private readonly entries: Entry[];
   private readonly scratch: Array<string | null>;
+  /** Some value is a JS template (it may fail: the response then becomes a 500). */
+  readonly hasJs: boolean;
 
   constructor(entries: Entry[]) {
     this.entries = entries;
     this.scratch = new Array(entries.length);
+    this.hasJs = entries.some((e) => e.value !== null && e.value.source.startsWith('`'));
   }
 
   /** Edit `fields` ([name, value, …]) in place for request `r`. */

@@ -4,6 +4,7 @@
  *
  *   status line (Unit's reasons, any code 0–999)
  *   action / app / upstream fields (Server, Connection, Transfer-Encoding dropped)
+ *   + Content-Encoding / Vary of compression (application responses, §11)
  *   + `response_headers` of the current action (200–399 only, §4.6)
  *   Server, Date (unless supplied), Content-Length (when known),
  *   Connection (close for 1.1 / keep-alive for 1.0, only when not the default),
@@ -12,14 +13,20 @@
  * Node builds its header in the private `_storeHeader`; we replace that one
  * method and set the same state Node's version sets (`_header`, `_last`,
  * `chunkedEncoding`, `shouldKeepAlive`). Body writing, pipelining order and
- * back-pressure stay Node's.
+ * back-pressure stay Node's; only when the header decides to compress the
+ * body, or to replace it with the 500 page (a JS `response_headers` value
+ * failed), do writes go through a BodyFilter first.
  */
 import { ServerResponse, OutgoingMessage, type IncomingMessage } from 'node:http';
+import type { Transform } from 'node:stream';
 import { statusLine, errorPageBody, ERROR_PAGE_TYPE } from './errors.ts';
 import type { Request } from './request.ts';
+import { createEncoder } from './compression.ts';
+import { JsError } from './js.ts';
 
 /** Node's private state this class reads or sets. */
 interface NodeOutgoing {
+  _implicitHeader(): void;
   _header: string | null;
   _headerSent: boolean;
   _last: boolean;
@@ -57,6 +64,66 @@ function pushField(out: string[], name: string, value: unknown): void {
   }
 }
 
+type WriteCallback = (error?: Error | null) => void;
+
+/**
+ * Where the body goes when the router changes it after the header was
+ * decided: compressed (§11), or replaced by an error page (a JS template in
+ * `response_headers` failed).
+ */
+interface BodyFilter {
+  write(chunk: unknown, encoding: BufferEncoding | undefined, cb: WriteCallback | undefined): boolean;
+  end(chunk: unknown, encoding: BufferEncoding | undefined, cb: (() => void) | undefined): void;
+}
+
+/** Drops what the action writes and sends `body` at the end instead. */
+class ReplaceFilter implements BodyFilter {
+  private readonly res: UnitResponse;
+  private readonly body: string;
+  constructor(res: UnitResponse, body: string) { this.res = res; this.body = body; }
+  write(_chunk: unknown, _encoding: BufferEncoding | undefined, cb: WriteCallback | undefined): boolean {
+    if (cb) process.nextTick(cb);
+    return true;
+  }
+  end(_chunk: unknown, _encoding: BufferEncoding | undefined, cb: (() => void) | undefined): void {
+    this.res.rawEnd(this.body, cb);
+  }
+}
+
+/** Passes the body through an encoder; its output goes out with the response's framing. */
+class EncodeFilter implements BodyFilter {
+  private readonly res: UnitResponse;
+  private readonly enc: Transform;
+  constructor(res: UnitResponse, enc: Transform) {
+    this.res = res;
+    this.enc = enc;
+    enc.on('data', (d: Buffer) => {
+      if (!res.rawWrite(d)) {
+        enc.pause();
+        res.once('drain', () => enc.resume());
+      }
+    });
+    enc.on('drain', () => res.emit('drain'));
+    enc.on('error', () => res.destroy());
+    res.once('close', () => enc.destroy());
+  }
+  write(chunk: unknown, encoding: BufferEncoding | undefined, cb: WriteCallback | undefined): boolean {
+    if (this.enc.destroyed) return false;
+    return this.enc.write(chunk, encoding as BufferEncoding, cb);
+  }
+  end(chunk: unknown, encoding: BufferEncoding | undefined, cb: (() => void) | undefined): void {
+    this.enc.once('end', () => this.res.rawEnd(undefined, cb));
+    if (chunk !== undefined && chunk !== null) this.enc.end(chunk, encoding as BufferEncoding);
+    else this.enc.end();
+  }
+}
+
+/** Bytes of a `write`/`end` chunk. */
+function chunkLength(chunk: unknown, encoding: unknown): number {
+  if (typeof chunk === 'string') return Buffer.byteLength(chunk, typeof encoding === 'string' ? encoding as BufferEncoding : 'utf8');
+  return (chunk as Uint8Array).byteLength;
+}
+
 /**
  * ServerResponse with Unit's header block. The router sets `request` right
  * after Node creates the object.
@@ -74,6 +141,12 @@ export class UnitResponse extends ServerResponse {
   outFields: string[] | null = null;
   /** Length of the serialised header block, for `$body_bytes_sent`. */
   headerLength = 0;
+  /** An application's response: compressed per `settings.http.compression` (§11). */
+  compressible = false;
+  /** Set when the body is compressed or replaced (see BodyFilter). */
+  private filter: BodyFilter | null = null;
+  /** end() reached the filter already (it ends the response when it has flushed). */
+  private filterEnding = false;
 
   constructor(req: IncomingMessage) {
     super(req);
@@ -134,15 +207,125 @@ export class UnitResponse extends ServerResponse {
     this.end(body, 'latin1');
   }
 
+  /** True when the header may install a body filter, so it must be decided before the first body byte. */
+  private mayFilter(): boolean {
+    const r = this.request;
+    if (r === null) return false;
+    return (this.compressible && r.table.settings.compression !== null) || r.current?.responseHeaders?.hasJs === true;
+  }
+
+  write(chunk: unknown, encoding?: unknown, cb?: unknown): boolean {
+    if (this.filter === null) {
+      if ((this as unknown as NodeOutgoing)._header !== null || this.headersSent || !this.mayFilter()) {
+        return super.write(chunk, encoding as BufferEncoding, cb as WriteCallback);
+      }
+      (this as unknown as NodeOutgoing)._implicitHeader();
+      if (this.filter === null) return super.write(chunk, encoding as BufferEncoding, cb as WriteCallback);
+    }
+    if (typeof encoding === 'function') { cb = encoding; encoding = undefined; }
+    if (this.filterEnding) {
+      if (typeof cb === 'function') process.nextTick(cb as WriteCallback, new Error('write after end'));
+      return false;
+    }
+    return this.filter!.write(chunk, encoding as BufferEncoding | undefined, cb as WriteCallback | undefined);
+  }
+
+  end(chunk?: unknown, encoding?: unknown, cb?: unknown): this {
+    if (typeof chunk === 'function') { cb = chunk; chunk = undefined; encoding = undefined; }
+    if (typeof encoding === 'function') { cb = encoding; encoding = undefined; }
+    const self = this as unknown as NodeOutgoing;
+    if (this.filter === null && self._header === null && !this.headersSent && !this.writableEnded && this.mayFilter()) {
+      // As Node does in end(): a body given here has a known length.
+      self._contentLength = chunk !== undefined && chunk !== null ? chunkLength(chunk, encoding) : 0;
+      self._implicitHeader();
+    }
+    if (this.filter === null || this.writableEnded) {
+      return super.end(chunk as string, encoding as BufferEncoding, cb as () => void);
+    }
+    if (this.filterEnding) {
+      if (typeof cb === 'function') this.once('finish', cb as () => void);
+      return this;
+    }
+    this.filterEnding = true;
+    this.filter.end(chunk, encoding as BufferEncoding | undefined, cb as (() => void) | undefined);
+    return this;
+  }
+
+  /** @internal Write body bytes past the filter. */
+  rawWrite(chunk: Buffer): boolean {
+    return super.write(chunk);
+  }
+
+  /** @internal End the response past the filter. */
+  rawEnd(chunk: string | undefined, cb: (() => void) | undefined): void {
+    this.filter = null;
+    if (chunk !== undefined) super.end(chunk, 'latin1', cb);
+    else super.end(cb);
+  }
+
+  /**
+   * Compression of an application's response (§11): when it applies, the
+   * fields are changed in place (Content-Length out, Content-Encoding in) and
+   * the body goes through an encoder. Returns true when it did.
+   */
+  private compress(r: Request, f: string[], status: number): boolean {
+    const comp = r.table.settings.compression!;
+    let type: string | undefined;
+    let length = -1;
+    let vary = -1;
+    for (let i = 0; i < f.length; i += 2) {
+      const lower = f[i].toLowerCase();
+      // Already encoded, or a part of a representation: left as it is.
+      if (lower === 'content-encoding' || lower === 'content-range') return false;
+      if (lower === 'content-type' && type === undefined) type = f[i + 1];
+      else if (lower === 'content-length' && length < 0) length = Number(f[i + 1]);
+      else if (lower === 'vary' && vary < 0) vary = i;
+    }
+    const self = this as unknown as NodeOutgoing;
+    if (length < 0 && typeof self._contentLength === 'number') length = self._contentLength;
+    if (!(length > 0) || !comp.typeAllowed(type)) return false;
+    if (vary < 0) f.push('Vary', 'Accept-Encoding');
+    else if (!/(?:^|[\s,])(?:accept-encoding|\*)(?:$|[\s,])/i.test(f[vary + 1])) f[vary + 1] += ', Accept-Encoding';
+    // Unit answers 503 when the client refuses identity too; the body is sent as it is here (RFC 9110 §12.5.3).
+    const choice = comp.choose(r.header('accept-encoding'), length);
+    if (choice.compressor === null) return false;
+    for (let i = 0; i < f.length;) {
+      if (f[i].toLowerCase() === 'content-length') f.splice(i, 2);
+      else i += 2;
+    }
+    f.push('Content-Encoding', choice.compressor.encoding);
+    self._contentLength = null;
+    if (self._hasBody && status !== 204 && status !== 304) this.filter = new EncodeFilter(this, createEncoder(choice.compressor));
+    return true;
+  }
+
+  /**
+   * A JS template of `response_headers` failed (§6.3): the response becomes
+   * the 500 error page, whatever the action goes on writing.
+   */
+  private replaceWithError(r: Request, e: unknown): string[] {
+    const self = this as unknown as NodeOutgoing;
+    r.conn.log.error(e instanceof JsError ? `js exception: ${e.message}` : `response_headers failed: ${(e as Error).message}`);
+    r.jsFailed = true;
+    r.forceClose = true;
+    this.isErrorPage = true;
+    const head = r.method === 'HEAD';
+    const body = errorPageBody(500);
+    self._contentLength = body.length;
+    self._hasBody = !head;
+    this.filter = new ReplaceFilter(this, head ? '' : body);
+    return ['Content-Type', ERROR_PAGE_TYPE];
+  }
+
   /** @internal Node's hook: build the header block (see module comment). */
   _storeHeader(_firstLine: string, headers: unknown): void {
     const self = this as unknown as NodeOutgoing;
     const r = this.request;
-    const status = this.forcedStatus >= 0 ? this.forcedStatus : this.statusCode;
+    let status = this.forcedStatus >= 0 ? this.forcedStatus : this.statusCode;
     this.status = status;
 
     // Collect the fields in the order given, without the ones Unit drops.
-    const f: string[] = [];
+    let f: string[] = [];
     if (headers) {
       if (Array.isArray(headers)) {
         if (headers.length && Array.isArray(headers[0])) {
@@ -169,9 +352,25 @@ export class UnitResponse extends ServerResponse {
     }
     this.outFields = f;
 
+    if (this.compressible && r !== null && r.table.settings.compression !== null && !this.isErrorPage &&
+      this.compress(r, f, status)) {
+      hasLength = false;
+    }
+
     const action = r?.current;
     if (action?.responseHeaders && !this.isErrorPage && status >= 200 && status <= 399) {
-      action.responseHeaders.apply(r!, f);
+      let failed: unknown = null;
+      try {
+        action.responseHeaders.apply(r!, f);
+      } catch (e) {
+        failed = e ?? new Error('exception');
+      }
+      if (failed !== null) {
+        status = 500;
+        this.status = 500;
+        f = this.replaceWithError(r!, failed);
+        this.outFields = f;
+      }
       hasDate = false; hasLength = false;
       for (let i = 0; i < f.length; i += 2) {
         const lower = f[i].toLowerCase();

@@ -14,10 +14,18 @@ import { Listener } from './listener.ts';
 import { Counters, type Connection, type RouterState } from './connection.ts';
 import { logBare } from './http.ts';
 import { AccessLogFile, compileAccessLog, accessLogPath, type AccessLog } from './access-log.ts';
+import { compileWithJs, createJsRuntime } from './variables.ts';
+import type { JsRuntime } from './js.ts';
 
 export interface RouterStatus {
   connections: { accepted: number; active: number; idle: number; closed: number };
   requests: { total: number };
+}
+
+/** `settings.js_module` as a list of names. */
+function jsModuleNames(settings: unknown): string[] {
+  const v = (settings as Record<string, unknown> | undefined)?.js_module;
+  return typeof v === 'string' ? [v] : Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
 }
 
 export class Router {
@@ -45,15 +53,17 @@ export class Router {
    * Compile and install a configuration (validated by the controller).
    * All or nothing: on failure nothing changes (the old table keeps serving,
    * new sockets are released, started application processes are stopped).
+   * @param jsModules the uploaded JS modules, name → source (`settings.js_module`
+   *   names some of them; JS templates run with those as globals)
    * @throws Error whose message is for the error log; the controller answers 500.
    */
-  apply(config: Record<string, unknown>): Promise<void> {
-    const run = this.queue.then(() => this.applyNow(config));
+  apply(config: Record<string, unknown>, jsModules: Readonly<Record<string, string>> = {}): Promise<void> {
+    const run = this.queue.then(() => this.applyNow(config, jsModules));
     this.queue = run.catch(() => {});
     return run;
   }
 
-  private async applyNow(config: Record<string, unknown>): Promise<void> {
+  private async applyNow(config: Record<string, unknown>, jsModules: Readonly<Record<string, string>>): Promise<void> {
     if (this.stopped) throw new Error('the router is shutting down');
     let tx: AppTransaction | null = null;
     let newLog: AccessLogFile | null = null;
@@ -61,10 +71,15 @@ export class Router {
     try {
       tx = await this.apps.prepare((config.applications ?? {}) as Record<string, unknown>);
 
-      let accessLog: AccessLog | null = null;
+      // One JavaScript context per configuration, made when something needs it (§6.3).
+      const use = jsModuleNames(config.settings);
+      let js: JsRuntime | null = use.length ? createJsRuntime(jsModules, use) : null;
+      const runtime = (): JsRuntime => (js ??= createJsRuntime(jsModules, use));
+
+      let file: AccessLogFile | null = null;
       if (config.access_log !== undefined) {
         const path = accessLogPath(config.access_log);
-        let file = this.logFile;
+        file = this.logFile;
         if (file === null || file.path !== path) {
           try {
             file = newLog = await AccessLogFile.open(path);
@@ -72,10 +87,15 @@ export class Router {
             throw new Error(`open("${path}") failed (${(e as NodeJS.ErrnoException).errno ?? ''}: ${(e as Error).message})`);
           }
         }
-        accessLog = compileAccessLog(config.access_log, file);
       }
 
-      const table = compileTable(config, { tx, apps: this.apps, tmpdir: this.host.tmpdir, accessLog });
+      const prepared = tx;
+      const logFile: AccessLogFile | null = file;
+      const { table, accessLog } = compileWithJs(runtime, () => {
+        const log: AccessLog | null = logFile !== null ? compileAccessLog(config.access_log, logFile) : null;
+        const t = compileTable(config, { tx: prepared, apps: this.apps, tmpdir: this.host.tmpdir, accessLog: log });
+        return { table: t, accessLog: log };
+      });
 
       for (const [name, lc] of table.listeners) {
         if (this.listeners.has(name)) continue;

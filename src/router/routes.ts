@@ -21,13 +21,14 @@ export class Route implements Handler {
 
   run(r: Request): Handler | null {
     const steps = this.steps;
+    const trace = r.table.settings.logRoute;
     for (let i = 0; i < steps.length; i++) {
       const s = steps[i];
       if (s.match === null || s.match.test(r)) {
-        if (r.table.settings.logRoute) r.conn.log.notice(`"${this.name}/${i}" selected`);
+        if (trace) r.conn.log.notice(`"${this.name}/${i}" selected`);
         return enterAction(r, s.action);
       }
-      if (r.table.settings.logRoute) r.conn.log.info(`"${this.name}/${i}" discarded`);
+      if (trace) r.conn.log.info(`"${this.name}/${i}" discarded`);
     }
     r.res.sendError(404);
     return null;

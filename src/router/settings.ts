@@ -4,6 +4,7 @@
  */
 import { SERVER_NAME, SERVER_NAME_SHORT } from '../runtime/version.ts';
 import { compileMimeTypes, type MimeTable } from './mime.ts';
+import { compileCompression, type Compression } from './compression.ts';
 
 export interface HttpSettings {
   headerReadTimeout: number;
@@ -20,8 +21,14 @@ export interface HttpSettings {
   serverVersion: boolean;
   /** `Server` field value: `Unit/1.35.0` or `Unit`. */
   serverHeader: string;
+  /**
+   * Accept chunked request bodies. Junction's default is true (Unit's is
+   * false, answering 411): every target then receives a sized body.
+   */
   chunkedTransform: boolean;
   mimeTypes: MimeTable;
+  /** `compression` (§11); null when no compressor is configured. */
+  compression: Compression | null;
 }
 
 type Obj = Record<string, unknown>;
@@ -49,7 +56,8 @@ export function compileSettings(settings: unknown, tmpdir: string): HttpSettings
     logRoute: bool(http, 'log_route', false),
     serverVersion,
     serverHeader: serverVersion ? SERVER_NAME : SERVER_NAME_SHORT,
-    chunkedTransform: bool(http, 'chunked_transform', false),
+    chunkedTransform: bool(http, 'chunked_transform', true),
     mimeTypes: compileMimeTypes(stat.mime_types as Record<string, string | string[]> | undefined),
+    compression: compileCompression(http.compression),
   };
 }

@@ -9,6 +9,7 @@
 import { parseTemplate } from '../config/template.ts';
 import type { Request } from './request.ts';
 import { decodeComponent, toByteString } from './uri.ts';
+import { JsRuntime } from './js.ts';
 
 /** Reads one variable of a request; undefined = not set. */
 export type VarGetter = (r: Request) => string | undefined;
@@ -86,8 +87,7 @@ const FIXED: Record<string, VarGetter> = {
  * `arg_foo`, …), or null when Unit has no such variable.
  */
 export function variableGetter(name: string): VarGetter | null {
-  const fixed = FIXED[name];
-  if (fixed) return fixed;
+  if (Object.hasOwn(FIXED, name)) return FIXED[name];
   if (name.startsWith('header_') && name.length > 7) {
     const field = name.slice(7).toLowerCase().replace(/_/g, '-');
     return (r) => r.header(field);
@@ -118,27 +118,30 @@ export function variableGetter(name: string): VarGetter | null {
 /** Error raised for a template naming an unknown variable. */
 export class UnknownVariableError extends Error {}
 
-type JsTemplate = (uri: string, host: string, remoteAddr: string, args: unknown,
-  headers: unknown, cookies: unknown, vars: unknown) => unknown;
+/** A JS template literal compiled into a configuration's JsRuntime. */
+interface JsTemplate { runtime: JsRuntime; index: number }
 
-/** Values handed to a JS template (§6.3). */
-function jsArgs(r: Request): [string, string, string, Record<string, string | string[]>, Record<string, string>, Record<string, string>, Record<string, string | undefined>] {
-  const args: Record<string, string | string[]> = {};
-  const a = r.args();
-  for (let i = 0; i < a.length; i += 2) {
-    const prev = args[a[i]];
-    args[a[i]] = prev === undefined ? a[i + 1] : Array.isArray(prev) ? [...prev, a[i + 1]] : [prev, a[i + 1]];
+/** Where JS templates being compiled go (set by compileWithJs); null: a shared runtime without modules. */
+let jsTarget: (() => JsRuntime) | null = null;
+let sharedRuntime: JsRuntime | null = null;
+
+/**
+ * Run `fn` (which compiles templates) with JS template literals compiled into
+ * the runtime `runtime()` returns; it is asked for only when a JS template is met.
+ */
+export function compileWithJs<T>(runtime: () => JsRuntime, fn: () => T): T {
+  const prev = jsTarget;
+  jsTarget = runtime;
+  try {
+    return fn();
+  } finally {
+    jsTarget = prev;
   }
-  const headers: Record<string, string> = {};
-  const h = r.rawHeaders;
-  for (let i = 0; i < h.length; i += 2) if (!(h[i] in headers)) headers[h[i]] = h[i + 1];
-  const cookies: Record<string, string> = {};
-  const c = r.cookies();
-  for (let i = 0; i < c.length; i += 2) if (!(c[i] in cookies)) cookies[c[i]] = c[i + 1];
-  const vars = new Proxy({} as Record<string, string | undefined>, {
-    get: (_t, name) => (typeof name === 'string' ? variableGetter(name)?.(r) : undefined),
-  });
-  return [r.path, r.host, r.remoteAddr, args, headers, cookies, vars];
+}
+
+/** A JsRuntime for `modules` whose `vars` are Unit's variables. @throws Error as JsRuntime does. */
+export function createJsRuntime(modules: Readonly<Record<string, string>>, use: readonly string[]): JsRuntime {
+  return new JsRuntime(modules, use, variableGetter);
 }
 
 /** A compiled template; `expand` never throws except for JS template errors. */
@@ -186,28 +189,22 @@ export class Template {
   }
 
   private runJs(r: Request): string {
-    const v = this.js!(...jsArgs(r));
-    return toByteString(String(v));
+    const js = this.js!;
+    return toByteString(js.runtime.call(js.index, r));
   }
 }
 
 /**
  * Compile a template string (§6.1). Strings without `$` or a leading backtick
- * are constants.
+ * are constants; JS template literals (§6.3) go to the runtime of compileWithJs().
  * @param option option name for error messages (`"location"`, `"pass"`, …)
  * @throws Error `Unknown variable "X" in the "OPTION" value.` or the parser's error.
  */
 export function compileTemplate(source: string, option = 'value'): Template {
   const parsed = parseTemplate(source);
   if (parsed.js) {
-    let fn: JsTemplate;
-    try {
-      fn = new Function('uri', 'host', 'remoteAddr', 'args', 'headers', 'cookies', 'vars',
-        `"use strict"; return (${parsed.source});`) as JsTemplate;
-    } catch (e) {
-      throw new Error(`Invalid JS template in the "${option}" value: ${(e as Error).message}`);
-    }
-    return new Template(source, [], fn);
+    const runtime = jsTarget !== null ? jsTarget() : (sharedRuntime ??= createJsRuntime({}, []));
+    return new Template(source, [], { runtime, index: runtime.compile(parsed.source, option) });
   }
   const parts: Array<string | VarGetter> = [];
   for (const p of parsed.parts) {

@@ -101,7 +101,7 @@ describe('generic messages (§6.0)', () => {
   it('unknown and required members', () => {
     bad({ nope: 1 }, 'Unknown parameter "nope".');
     bad({ toString: 1 }, 'Unknown parameter "toString".');
-    bad({ settings: { js_module: 'x' } }, 'Unknown parameter "js_module".');
+    bad({ settings: { js_module: 'x' } }, 'JS module "x" is not found.');
     bad({ settings: { telemetry: {} } }, 'Unknown parameter "telemetry".');
     bad({ settings: { chunked_transform: true } }, 'Unknown parameter "chunked_transform".');
     bad(withApp({ type: 'external' }), 'Required parameter "executable" is missing.');
@@ -508,6 +508,15 @@ describe('settings (§6.9)', () => {
     bad(withSettings({ http: { compression: { types: 'a**' } } }), 'The "match" pattern must not contain double "*" markers.');
     bad(withSettings({ http: { compression: { compressors: [{ encoding: 'gzip', level: 'max' }] } } }),
       'The "level" value must be an integer number, but not a string.');
+  });
+  it('js_module names uploaded modules (string or array)', () => {
+    const withModules = (config: unknown): string | null => validateConfig(config, { ...ctx, jsModules: new Set(['http', 'util']) });
+    assert.equal(withModules(withSettings({ js_module: 'http' })), null);
+    assert.equal(withModules(withSettings({ js_module: ['http', 'util'] })), null);
+    assert.equal(withModules(withSettings({ js_module: ['http', 'nope'] })), 'JS module "nope" is not found.');
+    assert.equal(withModules(withSettings({ js_module: [1] })), 'The "js_module" array must contain only string values.');
+    assert.equal(withModules(withSettings({ js_module: 1 })),
+      'The "js_module" value must be either a string or an array, but not an integer number.');
   });
 });
 

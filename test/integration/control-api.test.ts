@@ -160,7 +160,8 @@ describe('control API', () => {
       try {
         const r = await j.api('PUT', `/config/listeners/127.0.0.1:${busy}`, { pass: 'routes' });
         assert.equal(r.status, 500);
-        assert.deepEqual(r.json, { error: 'Failed to apply new configuration.' });
+        assert.equal(r.json.error, 'Failed to apply new configuration.');
+      assert.match(r.json.detail, /^bind\("127\.0\.0\.1:\d+"\) failed \(98: Address already in use\)$/);
         assert.deepEqual((await j.api('GET', '/config')).json, B);
       } finally {
         blocker.close();

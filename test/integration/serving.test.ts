@@ -132,7 +132,8 @@ describe('serving a mixed configuration', () => {
     try {
       const r = await j.api('PUT', `/config/listeners/127.0.0.1:${busy}`, { pass: 'routes' });
       assert.equal(r.status, 500);
-      assert.deepEqual(r.json, { error: 'Failed to apply new configuration.' });
+      assert.equal(r.json.error, 'Failed to apply new configuration.');
+      assert.match(r.json.detail, /^bind\("127\.0\.0\.1:\d+"\) failed \(98: Address already in use\)$/);
       assert.deepEqual((await j.api('GET', '/config')).json, config);
       assert.equal((await get(port, '/a.txt')).status, 200);
       assert.match(j.logText(), new RegExp(`\\[alert\\] \\d+#\\d+ bind\\("127\\.0\\.0\\.1:${busy}"\\) failed \\(98: Address already in use\\)`));
@@ -152,6 +153,8 @@ describe('python app that cannot start', () => {
     const r = await j.api('PUT', '/config/applications', { broken: { type: 'python', module: 'no_such_module', path: FIXTURES } });
     // Not referenced by any pass: still started, and its failure fails the change (Unit §6.1).
     assert.equal(r.status, 500);
+    assert.equal(r.json.error, 'Failed to apply new configuration.');
+    assert.match(r.json.detail, /"broken"/);
     assert.deepEqual((await j.api('GET', '/config')).json, good);
     assert.match(j.logText(), /Python failed to import module "no_such_module"/);
     assert.equal((await get(port, '/')).status, 204);

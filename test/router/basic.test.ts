@@ -159,8 +159,8 @@ test('§14.15 bad fields → 400, oversized → 431', async () => {
   } finally { await s.stop(); }
 });
 
-test('§14.16/17 body limits and transfer codings', async () => {
-  const s = await start({ routes: [{ action: { return: 200 } }], settings: { http: { max_body_size: 5 } } });
+test('§14.16/17 body limits and transfer codings (chunked_transform: false as in Unit)', async () => {
+  const s = await start({ routes: [{ action: { return: 200 } }], settings: { http: { max_body_size: 5, chunked_transform: false } } });
   try {
     const big = one(await request(s.port, 'POST', '/', ['Content-Length: 6'], '123456'));
     assert.equal(big.status, 413);

@@ -114,3 +114,27 @@ test('§2.6 header buffers: four ~8000-byte fields fit, five do not', async () =
     assert.equal(one(await request(s.port, 'GET', '/' + 'a'.repeat(9000))).status, 431);
   } finally { await s.stop(); }
 });
+
+test('Node\'s strict parser: where it answers differently from Unit, and the checks it must keep', async () => {
+  const s = await start({ routes: [{ action: { return: 200 } }] });
+  const status = async (text: string) => one(await raw(s.port, text)).status;
+  try {
+    // Unit accepts these; llhttp refuses them in every mode Node offers.
+    assert.equal(await status('FOO / HTTP/1.1\r\nHost: a\r\n\r\n'), 400);
+    assert.equal(await status('GET /a b HTTP/1.1\r\nHost: a\r\n\r\n'), 400);
+    assert.equal(await status('GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n'), 400);
+    // Only with insecureHTTPParser (not used: it also loosens the checks below).
+    assert.equal(await status('GET / HTTP/1.1\nHost: a\n\n'), 400);
+    assert.equal(await status('GET / HTTP/1.2\r\nHost: a\r\n\r\n'), 400);
+    // Unit's answers, which the lenient parser would lose.
+    assert.equal(await status('GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n c\r\n\r\n'), 400);
+    assert.equal(await status('GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n'), 400);
+    assert.equal(await status('POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n'), 400);
+    assert.equal(await status('POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\nx\r\n0\r\n\r\n'), 400);
+    assert.equal(await status('POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n'), 501);
+    // Unit's answers that Node's parser gives as well.
+    assert.equal(await status('\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n'), 200);
+    assert.equal(await status('GET / HTTP/2.0\r\nHost: a\r\n\r\n'), 505);
+    assert.equal(await status('GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n'), 400);
+  } finally { await s.stop(); }
+});

@@ -7,6 +7,10 @@
  *     416 with `Content-Range: bytes *\/SIZE`, If-Range;
  *   - precompressed siblings (`FILE.br`, `FILE.gz`) chosen by Accept-Encoding,
  *     with `Content-Encoding` and `Vary: Accept-Encoding`.
+ * With `settings.http.compression` (§11) files are compressed on the fly: small
+ * ones once (cached, sent with the compressed Content-Length as Unit does),
+ * large ones while streaming; a client refusing every coding, identity
+ * included, gets 406. Range requests are answered from the identity file.
  * A plain GET gets exactly Unit's answer: Last-Modified, ETag
  * `"<mtime hex>-<size hex>"`, Content-Type when known, Content-Length.
  */
@@ -16,6 +20,7 @@ import { pipeline } from 'node:stream/promises';
 import { randomBytes } from 'node:crypto';
 import type { Request } from '../request.ts';
 import { openShared, type OpenOptions } from './share-open.ts';
+import { CACHE_ENTRY_MAX, createEncoder, staticCache, type Compressor } from '../compression.ts';
 
 /** Ranges above this count are answered with the whole file. */
 const MAX_RANGES = 64;
@@ -126,6 +131,41 @@ async function copyRange(fh: FileHandle, r: Request, start: number, end: number)
 
 function ignore(): void { /* the client went away; the response is already destroyed */ }
 
+/** The first `size` bytes of `fh`. */
+async function readAll(fh: FileHandle, size: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(size);
+  let off = 0;
+  while (off < size) {
+    const { bytesRead } = await fh.read(buf, off, size - off, off);
+    if (bytesRead === 0) break;
+    off += bytesRead;
+  }
+  return off === size ? buf : buf.subarray(0, off);
+}
+
+/** Send `fh` compressed with `c` (GET or HEAD, status 200). */
+async function sendCompressed(r: Request, fh: FileHandle, st: fs.Stats, path: string, c: Compressor, fields: string[]): Promise<void> {
+  const res = r.res;
+  if (st.size <= CACHE_ENTRY_MAX) {
+    const key = `${st.dev}:${st.ino}:${st.mtimeMs}:${st.size}:${c.encoding}:${c.level}:${path}`;
+    const body = await staticCache.get(key, c, () => readAll(fh, st.size));
+    if (r.method === 'HEAD') {
+      res.sendHeaderOnly(200, fields, body.length);
+      return;
+    }
+    res.writeStart(200, fields, body.length);
+    res.end(body);
+    return;
+  }
+  // Too large to hold: compressed while streaming, so the length is not known in advance.
+  if (r.method === 'HEAD') {
+    res.sendHeaderOnly(200, fields, null);
+    return;
+  }
+  res.writeStart(200, fields, null);
+  await pipeline(fh.createReadStream({ start: 0, end: st.size - 1, autoClose: false }), createEncoder(c), res).catch(ignore);
+}
+
 /**
  * Answer `r` with the regular file `fh` (closed when done).
  * @param type MIME type, undefined when unknown (no Content-Type)
@@ -139,27 +179,44 @@ export async function sendFile(r: Request, fh: FileHandle, st: fs.Stats, type: s
   let encoding: string | null = null;
   try {
     const ae = r.header('accept-encoding');
-    if (ae !== undefined && st.size > 0) {
-      for (const enc of acceptedEncodings(ae)) {
-        const o = await openShared(path + SUFFIX[enc], opts ?? { chroot: null, followSymlinks: true, traverseMounts: true });
-        if (o.status !== 0) continue;
-        if (!o.stat!.isFile()) { await o.handle!.close(); continue; }
-        file = o.handle!;
-        stat = o.stat!;
-        encoding = enc;
-        break;
+    const comp = r.table.settings.compression;
+    const sibling = async (enc: string): Promise<boolean> => {
+      const o = await openShared(path + SUFFIX[enc], opts ?? { chroot: null, followSymlinks: true, traverseMounts: true });
+      if (o.status !== 0) return false;
+      if (!o.stat!.isFile()) { await o.handle!.close(); return false; }
+      file = o.handle!;
+      stat = o.stat!;
+      encoding = enc;
+      return true;
+    };
+    let compressor: Compressor | null = null;
+    let vary = false;
+    if (comp === null) {
+      // Precompressed siblings only, by the client's preference.
+      if (ae !== undefined && st.size > 0) {
+        for (const enc of acceptedEncodings(ae)) if (await sibling(enc)) break;
       }
+      vary = encoding !== null;
+    } else if (st.size > 0 && comp.typeAllowed(type ?? '')) {
+      // Unit's choice (§11); a precompressed sibling in the chosen coding saves the work.
+      vary = true;
+      const choice = comp.choose(ae, st.size);
+      if (choice.notAcceptable) { res.sendError(406); return; }
+      const c = choice.compressor;
+      if (c !== null && !(Object.hasOwn(SUFFIX, c.encoding) && await sibling(c.encoding))) compressor = c;
     }
+
     const etag = fileEtag(stat);
     const fields = ['Last-Modified', lastModified(stat), 'ETag', etag];
     if (type !== undefined) fields.push('Content-Type', type);
-    if (encoding !== null) fields.push('Content-Encoding', encoding, 'Vary', 'Accept-Encoding');
+    if (encoding !== null) fields.push('Content-Encoding', encoding);
+    if (vary) fields.push('Vary', 'Accept-Encoding');
 
     const pre = preconditions(r, stat, etag);
     if (pre === 412) { res.sendError(412); return; }
     if (pre === 304) {
       const f = ['Last-Modified', fields[1], 'ETag', etag];
-      if (encoding !== null) f.push('Vary', 'Accept-Encoding');
+      if (vary) f.push('Vary', 'Accept-Encoding');
       res.sendHeaderOnly(304, f, null);
       return;
     }
@@ -178,6 +235,12 @@ export async function sendFile(r: Request, fh: FileHandle, st: fs.Stats, type: s
     }
     if (ranges !== null && ranges.length === 0) {
       res.sendError(416, ['Content-Range', `bytes */${size}`]);
+      return;
+    }
+    if (compressor !== null && ranges === null) {
+      const f = fields.slice();
+      f.splice(f.indexOf('Vary'), 0, 'Content-Encoding', compressor.encoding);
+      await sendCompressed(r, file, stat, path, compressor, f);
       return;
     }
     if (r.method === 'HEAD' || size === 0) {

@@ -9,6 +9,7 @@ import type { AppTarget } from '../../apps/types.ts';
 import { isTemplate } from '../../config/template.ts';
 import { compileTemplate, type Template } from '../variables.ts';
 import { decodeComponent } from '../uri.ts';
+import { upgradeApp } from '../websocket.ts';
 
 /** Hands the request to an application process pool. */
 export class AppHandler implements Handler {
@@ -21,8 +22,13 @@ export class AppHandler implements Handler {
   }
 }
 
-/** Give `r` to an application (AppRequest is the Request itself). */
+/**
+ * Give `r` to an application (AppRequest is the Request itself); a WebSocket
+ * handshake goes to the application's upgrade support when it has one.
+ */
 export function serveApp(r: Request, target: AppTarget): void {
+  if (r.upgrade !== null && upgradeApp(r, target)) return;
+  r.res.compressible = true;
   target.serve(r);
 }
 

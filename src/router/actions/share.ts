@@ -10,7 +10,7 @@
  * last failure (404/403). Errors other than not-found/forbidden answer 500 at once.
  */
 import type { Request } from '../request.ts';
-import { dispatch, enterAction, type Action, type Handler } from '../action.ts';
+import { dispatch, enterAction, logFailure, type Action, type Handler } from '../action.ts';
 import { compileTemplate, type Template } from '../variables.ts';
 import { compilePatterns, type PatternSet } from '../pattern.ts';
 import { mimeType } from '../mime.ts';
@@ -100,7 +100,7 @@ export class ShareHandler implements Handler {
       }
       r.res.sendError(status);
     } catch (e) {
-      r.conn.log.error(`share failed: ${(e as Error).message}`);
+      logFailure(r, e);
       r.res.sendError(500);
     }
   }
