@@ -163,6 +163,8 @@ describe('control API', () => {
         assert.equal(r.json.error, 'Failed to apply new configuration.');
       assert.match(r.json.detail, /^bind\("127\.0\.0\.1:\d+"\) failed \(98: Address already in use\)$/);
         assert.deepEqual((await j.api('GET', '/config')).json, B);
+        assert.equal((await get(port, '/')).status, 204);
+        assert.match(j.logText(), new RegExp(`\\[alert\\] \\d+#\\d+ bind\\("127\\.0\\.0\\.1:${busy}"\\) failed \\(98: Address already in use\\)`));
       } finally {
         blocker.close();
       }
