@@ -9,9 +9,7 @@
  * restarts and status reads go through one FIFO queue (§7.1); `GET /config`
  * reads the committed tree at once.
  */
-import fs from 'node:fs';
 import http from 'node:http';
-import path from 'node:path';
 import type { Channel } from '../ipc/channel.ts';
 import type { Logger } from '../runtime/log.ts';
 import { SERVER_NAME } from '../runtime/version.ts';
@@ -21,7 +19,9 @@ import { validateConfig } from '../config/validate.ts';
 import type { ModuleInfo } from '../apps/discovery.ts';
 import { printJson } from './json-print.ts';
 import { ERR, type ControlError } from './errors.ts';
-import { JsModuleStore } from './js-modules.ts';
+import { JS_MODULES } from './js-modules.ts';
+import { CERTIFICATES, usedCertificates, type CertificateInfo } from './certificates.ts';
+import { FileStore } from './store.ts';
 
 /** The configuration of a fresh state (§6.1). */
 export const DEFAULT_CONFIG = (): Record<string, unknown> => ({ listeners: {}, routes: [], applications: {} });
@@ -36,7 +36,8 @@ export class Controller {
   readonly #log: Logger;
   readonly #statedir: string;
   readonly #modules: ModuleInfo[];
-  readonly #js: JsModuleStore;
+  readonly #js: FileStore<string>;
+  readonly #certs: FileStore<CertificateInfo>;
   #config: unknown = DEFAULT_CONFIG();
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -45,23 +46,20 @@ export class Controller {
     this.#log = log;
     this.#statedir = settings.statedir;
     this.#modules = settings.modules;
-    this.#js = new JsModuleStore(settings.statedir, log);
+    this.#js = new FileStore(JS_MODULES, settings.statedir, log);
+    this.#certs = new FileStore(CERTIFICATES, settings.statedir, log);
   }
 
   /** The committed configuration tree. */
   get config(): unknown { return this.#config; }
 
-  #certificates(): Set<string> {
-    try { return new Set(fs.readdirSync(path.join(this.#statedir, 'certs'))); } catch { return new Set(); }
-  }
-
   #validate(tree: unknown): string | null {
-    return validateConfig(tree, { modules: this.#modules, certificates: this.#certificates(), jsModules: this.#js.names() });
+    return validateConfig(tree, { modules: this.#modules, certificates: this.#certs.names(), jsModules: this.#js.names() });
   }
 
-  /** Have the router apply `tree`, with the JS modules it may use (router process `apply`). */
+  /** Have the router apply `tree`, with the JS modules and certificate bundles it may use (router process `apply`). */
   #apply(tree: unknown): Promise<unknown> {
-    return this.#main.request('apply', { config: tree, jsModules: this.#js.sources() });
+    return this.#main.request('apply', { config: tree, jsModules: this.#js.texts(), certificates: this.#certs.texts(usedCertificates(tree)) });
   }
 
   #serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -77,6 +75,7 @@ export class Controller {
   async restore(): Promise<void> {
     await this.#serial(async () => {
       this.#js.load();
+      this.#certs.load();
       const { data: text } = await this.#main.request<string | null>('stored-config');
       let tree: unknown = DEFAULT_CONFIG();
       if (text !== null) {
@@ -142,12 +141,13 @@ export class Controller {
       return this.#serial(() => this.#status(rest!));
     }
     if ((rest = under('/js_modules')) !== null) return this.#js.handle(method, rest, body, this.#config);
+    if ((rest = under('/certificates')) !== null) return this.#certs.handle(method, rest, body, this.#config);
     if (target.startsWith('/control/')) return this.#control(method, target.slice('/control/'.length));
     if (target === '/' || target === '') {
       if (method !== 'GET') return err(ERR.invalidMethod);
       return this.#serial(async () => {
         const status = await this.#statusTree();
-        return { status: 200, body: { js_modules: this.#js.sources(), config: this.#config, status } };
+        return { status: 200, body: { certificates: this.#certs.shown(), js_modules: this.#js.shown(), config: this.#config, status } };
       });
     }
     return err(ERR.noValue);

@@ -20,4 +20,11 @@ export const ERR = {
   jsModuleUsed: { status: 400, error: 'JS module is used in the configuration.' },
   jsModuleMissing: { status: 404, error: "JS module doesn't exist." },
   jsModuleStore: { status: 500, error: 'Failed to store script.' },
+  // /certificates (control-api.md §9)
+  certificateName: { status: 400, error: 'Invalid certificate name.' },
+  certificateExists: { status: 400, error: 'Certificate already exists.' },
+  certificateInvalid: { status: 400, error: 'Invalid certificate.' },
+  certificateUsed: { status: 400, error: 'Certificate is used in the configuration.' },
+  certificateMissing: { status: 404, error: "Certificate doesn't exist." },
+  certificateStore: { status: 500, error: 'Failed to store certificate.' },
 } as const satisfies Record<string, ControlError>;

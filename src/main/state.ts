@@ -14,11 +14,11 @@ export function prepareStateDir(dir: string): void {
 }
 
 /** Write `data` to `file` atomically (temp + fsync + rename), mode 0600. */
-export function writeAtomic(file: string, data: string): void {
+export function writeAtomic(file: string, data: string | Buffer): void {
   const tmp = `${file}.tmp`;
   const fd = fs.openSync(tmp, 'w', 0o600);
   try {
-    fs.writeSync(fd, data);
+    fs.writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
     fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);

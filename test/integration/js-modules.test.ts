@@ -74,7 +74,7 @@ describe('/js_modules', () => {
     assert.deepEqual(post.json, { error: 'Invalid method.' });
 
     const root = await j.api('GET', '/');
-    assert.deepEqual(Object.keys(root.json), ['js_modules', 'config', 'status']);
+    assert.deepEqual(Object.keys(root.json), ['certificates', 'js_modules', 'config', 'status']);
     assert.deepEqual(root.json.js_modules, { http: HTTP_JS });
   });
 
