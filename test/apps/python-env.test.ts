@@ -5,8 +5,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FIXTURES, PYTHON, harness, json, runDir } from './helpers.ts';
+import { FIXTURES, PYTHON, harness, json, request, runDir } from './helpers.ts';
 
 const PY = join(FIXTURES, 'python');
 
@@ -14,11 +15,16 @@ test('home with a pyvenv.cfg runs the virtualenv interpreter; sys.argv is ["unit
   const venv = runDir();
   t.after(() => venv.remove());
   execFileSync(PYTHON, ['-m', 'venv', '--without-pip', join(venv.path, 'env')]);
+  const site = execFileSync(join(venv.path, 'env/bin/python'), ['-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'], { encoding: 'utf8' }).trim() + '/venv_only.py';
+  writeFileSync(site, 'VALUE = 1\n');
   const h = await harness();
   t.after(() => h.close());
   await h.apply({ app: { type: 'python', home: join(venv.path, 'env'), path: PY, module: 'wsgi_echo', working_directory: venv.path } });
   const sys = await json(`${h.front.url}/sys`);
   assert.equal(sys.prefix, join(venv.path, 'env'));
+  // The virtualenv's own packages are importable.
+  const imported = await request(`${h.front.url}/import?venv_only`);
+  assert.equal(imported.text, site);
   assert.deepEqual(sys.argv, ['unit']);
   assert.equal(sys.path[0], PY);
   assert.ok(!sys.path.some((p: string) => p.endsWith('launchers/python')), 'launcher directory not importable');

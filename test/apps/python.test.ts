@@ -5,6 +5,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
 import { FIXTURES, harness, request, json, waitFor, type Harness } from './helpers.ts';
@@ -20,6 +21,10 @@ before(async () => {
     rooted: { type: 'python3.11', path: PY, module: 'wsgi_echo', prefix: '/' },
     flask: { type: 'python', path: PY, module: 'flask_app', callable: 'app' },
     factory: { type: 'python', path: PY, targets: { first: { module: 'wsgi_factory', callable: 'create', factory: true }, second: { module: 'wsgi_factory', callable: 'second', prefix: '/two' } } },
+    threaded: { type: 'python', path: PY, module: 'wsgi_echo', threads: 4, thread_stack_size: 262144 },
+    forced: { type: 'python', path: PY, module: 'asgi_variants', callable: 'wsgi_one_arg', protocol: 'wsgi' },
+    crashy: { type: 'python', path: PY, module: 'wsgi_echo', processes: 1 },
+    timed: { type: 'python', path: PY, module: 'wsgi_echo', limits: { timeout: 1 } },
   }, (req) => {
     const m = /^\/_(\w+)(?:\.(\w+))?(\/.*)?$/.exec(req.url ?? '');
     if (m) {
@@ -159,9 +164,14 @@ test('response fields: repeats kept, Server dropped, Latin-1, status from the co
   assert.equal(s.status, 299);
 });
 
-test('Content-Length stops iteration; write() and the iterable both reach the client; close() is called', async () => {
+test('Content-Length: writing past it is an error ("content length N exceeded"); write() and the iterable both reach the client; close() is called', async () => {
   const r = await request(`${h.front.url}/length`);
-  assert.equal(r.text, 'abc');
+  assert.equal(r.status, 200);
+  assert.equal(r.text, 'ab');
+  assert.equal(r.complete, false);
+  await waitFor(() => /\[error\] \d+#\d+ \[unit\] #\d+: content length 3 exceeded\n/.test(h.rec.text()), 5000, 'exceeded line');
+  // write() past it raises RuntimeError in the application.
+  assert.equal((await request(`${h.front.url}/write-too-much`)).text, 'Ru');
   assert.equal((await request(`${h.front.url}/write`)).text, 'written;returned');
   const before = Number((await request(`${h.front.url}/closed-count`)).text);
   await request(`${h.front.url}/close`);
@@ -226,4 +236,117 @@ test('environment, working directory and the Junction variables the app must not
   assert.equal(env.JUNCTION_READY_FD, null);
   assert.equal(env.NODE_OPTIONS, process.env.NODE_OPTIONS ?? null);
   assert.equal(env.PATH, process.env.PATH);
+});
+
+test('wsgi.errors is raw text in the log; close() runs after a failed iteration ("Python failed to iterate …")', async () => {
+  assert.equal((await request(`${h.front.url}/errors`)).text, 'written');
+  await waitFor(() => h.rec.text().includes('\nraw text on wsgi.errors\n') || h.rec.text().startsWith('raw text on wsgi.errors\n'), 5000, 'raw text');
+  const before = Number((await request(`${h.front.url}/closed-count`)).text);
+  const r = await request(`${h.front.url}/close-after-error`);
+  assert.equal(r.text, 'part');
+  assert.equal(r.complete, false);
+  await waitFor(() => /\[error\] \d+#\d+ \[unit\] #\d+: Python failed to iterate over the application response object\n/.test(h.rec.text()), 5000);
+  assert.match(h.rec.text(), /RuntimeError: iteration failed/);
+  assert.equal(Number((await request(`${h.front.url}/closed-count`)).text), before + 1);
+});
+
+test('start_response: a second call before the head went out replaces the response; a bad header list → 503', async () => {
+  const r = await request(`${h.front.url}/replace`);
+  assert.equal(r.status, 202);
+  assert.equal(r.headers['x-second'], '2');
+  assert.equal(r.headers['x-first'], undefined);
+  assert.equal((await request(`${h.front.url}/bad-headers`)).status, 503);
+  await waitFor(() => h.rec.text().includes('TypeError: the response headers must be a list of tuples'), 5000);
+});
+
+test('Latin-1: field values and body bytes as received, REQUEST_URI raw', async () => {
+  const body = Buffer.from([0x63, 0x61, 0x66, 0xe9, 0xff]);
+  const r = await new Promise<any>((resolve, reject) => {
+    const s = net.connect(h.front.port, '127.0.0.1');
+    const parts: Buffer[] = [];
+    s.on('data', (d) => parts.push(d));
+    s.on('end', () => {
+      const all = Buffer.concat(parts);
+      resolve(JSON.parse(all.subarray(all.indexOf('\r\n\r\n') + 4).toString('latin1')));
+    });
+    s.on('error', reject);
+    s.write(Buffer.concat([Buffer.from('POST /latin1-body?%41 HTTP/1.1\r\nHost: x\r\nX-Latin: caf\xe9\r\nContent-Length: 5\r\nConnection: close\r\n\r\n', 'latin1'), body]));
+  });
+  assert.deepEqual(r, { raw: 'caf\xe9\xff', uri: '/latin1-body?%41', path: '/latin1-body', x: 'caf\xe9' });
+});
+
+test('threads: a pool per process, requests run at the same time, wsgi.multithread; thread_stack_size applies', async () => {
+  const env = await json(`${h.front.url}/_threaded/`);
+  assert.equal(env['wsgi.multithread'], true);
+  const together = await Promise.all([1, 2, 3, 4].map(() => request(`${h.front.url}/_threaded/barrier?4`)));
+  for (const t of together) assert.match(t.text, /^together \d+$/);
+  assert.equal(new Set(together.map((t) => t.text)).size, 4);
+  assert.equal((await request(`${h.front.url}/_threaded/stack`)).text, '262144');
+  // Bodies beyond the window both ways, several at once, through the reader thread.
+  const size = 3 * 1024 * 1024 + 1;
+  const results = await Promise.all([1, 2, 3].map(() => Promise.all([
+    request(`${h.front.url}/_threaded/body-size`, { method: 'POST', body: Buffer.alloc(size, 0x61) }),
+    request(`${h.front.url}/_threaded/big?${size}`),
+  ])));
+  for (const [up, down] of results) {
+    assert.equal(up.text, String(size));
+    assert.equal(down.body.length, size);
+  }
+});
+
+test('protocol "wsgi" forces WSGI on a callable Unit would take for ASGI 2', async () => {
+  assert.equal((await request(`${h.front.url}/_forced/`)).text, 'wsgi forced');
+});
+
+test('pipelining: many concurrent requests on one single-threaded process, each gets its own answer', async () => {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 40 });
+  try {
+    const paths = Array.from({ length: 400 }, (_, i) => `/n${i}?q=${i}`);
+    const results = await Promise.all(paths.map((p) => request(`${h.front.url}${p}`, { agent }).then((r) => JSON.parse(r.text))));
+    results.forEach((env, i) => {
+      assert.equal(env.PATH_INFO, `/n${i}`);
+      assert.equal(env.QUERY_STRING, `q=${i}`);
+    });
+  } finally {
+    agent.destroy();
+  }
+});
+
+test('a queued request whose client left is not run', async () => {
+  // The first request occupies the only thread; the second waits in the process's queue and is abandoned.
+  const slow = request(`${h.front.url}/sleep?0.5`);
+  await new Promise<void>((resolve) => {
+    const req = http.get(`${h.front.url}/record?abandoned`, () => {});
+    req.on('error', () => resolve());
+    req.on('socket', (s) => s.on('connect', () => setImmediate(() => req.destroy())));
+  });
+  assert.equal((await slow).status, 200);
+  assert.equal((await request(`${h.front.url}/record?kept`)).text, 'recorded');
+  assert.deepEqual(JSON.parse((await request(`${h.front.url}/records`)).text), ['kept']);
+});
+
+test('wsgi.input used outside of its request raises RuntimeError', async () => {
+  assert.equal((await request(`${h.front.url}/keep-input`, { method: 'POST', body: 'x' })).text, 'kept');
+  assert.deepEqual(JSON.parse((await request(`${h.front.url}/stale-input`)).text), ['RuntimeError', 'RuntimeError', 'RuntimeError', 'RuntimeError']);
+});
+
+test('limits.timeout: requests are not queued at the process, the timer starts when the thread takes one', async () => {
+  const [a, b] = await Promise.all([request(`${h.front.url}/_timed/sleep?0.7`), request(`${h.front.url}/_timed/sleep?0.7`)]);
+  assert.equal(a.status, 200);
+  assert.equal(b.status, 200);
+  assert.equal(a.text, b.text);
+});
+
+test('a process that dies: its running request gets 503, the requests queued behind it go to a replacement', async () => {
+  const before = (await request(`${h.front.url}/_crashy/pid`)).text;
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 10 });
+  try {
+    const exit = request(`${h.front.url}/_crashy/exit`, { agent });
+    const queued = Array.from({ length: 5 }, () => request(`${h.front.url}/_crashy/pid`, { agent }));
+    assert.equal((await exit).status, 503);
+    for (const r of await Promise.all(queued)) assert.equal(r.status, 200);
+    assert.notEqual((await request(`${h.front.url}/_crashy/pid`)).text, before);
+  } finally {
+    agent.destroy();
+  }
 });
