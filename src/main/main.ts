@@ -8,7 +8,8 @@
  *   TERM/INT  fast exit          QUIT  graceful exit (in-flight requests finish)
  *   HUP       ignored            USR1  reopen log files
  * A controller or router that dies is started again; a restarted router gets
- * the current configuration from the controller.
+ * the current configuration from the controller. There are as many routers as
+ * `settings.listen_threads` asks (routers.ts), all on the same listener sockets.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -21,10 +22,11 @@ import { JUNCTION_VERSION, UNIT_VERSION } from '../runtime/version.ts';
 import { parseListenerName } from '../config/address.ts';
 import { discoverModules, type ModuleInfo } from '../apps/discovery.ts';
 import type { AppSpawnSpec } from '../apps/types.ts';
-import { spawnApp } from './spawn.ts';
+import { ChannelRendezvous, spawnApp } from './spawn.ts';
 import { LogFile } from './logfile.ts';
 import { bindAddress, unixSocketInUse, type RawHandle } from './sockets.ts';
 import { loadConfigText, prepareStateDir, storeConfig } from './state.ts';
+import { RouterGroup, type RouterSlot } from './routers.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CONTROLLER_ENTRY = path.join(here, '..', 'controller', 'process.ts');
@@ -41,10 +43,16 @@ export interface ChildSettings {
   /** `--user`/`--group` for applications that set none; only when main runs as root. */
   user?: string;
   group?: string;
+  /** Router processes only: which router this is (0 owns the applications) and the socket router 0 serves them on. */
+  router?: { index: number; gateway: string };
+  /** Main's rendezvous socket for application connection channels (ChannelRendezvous). */
+  channels?: string;
 }
 
 interface Role {
   name: 'controller' | 'router';
+  /** Routers: 0 for the primary. */
+  index?: number;
   entry: string;
   child?: ChildProcess;
   channel?: Channel;
@@ -60,12 +68,15 @@ export class Main {
   readonly #argv: string[];
   #modules: ModuleInfo[] = [];
   #runDir = '';
+  #rendezvous?: ChannelRendezvous;
   #control?: RawHandle;
   #controlPath?: string;
   readonly #listeners = new Map<string, RawHandle>();
+  /** The routers holding each listener socket: it is closed when the last one releases it. */
+  readonly #holders = new Map<string, Set<Role>>();
   readonly #apps = new Map<number, ChildProcess>();
   readonly #controller: Role = { name: 'controller', entry: CONTROLLER_ENTRY, starts: 0 };
-  readonly #router: Role = { name: 'router', entry: ROUTER_ENTRY, starts: 0 };
+  readonly #routers = new RouterGroup(ROUTER_ENTRY, { launch: (slot) => this.#startRole(slot) });
   #exiting = false;
   #onListening?: () => void;
 
@@ -93,12 +104,17 @@ export class Main {
     fs.writeFileSync(o.pid, `${process.pid}\n`, { mode: 0o644 });
     this.#runDir = fs.mkdtempSync(path.join(o.tmpdir, 'junction-'));
     fs.chmodSync(this.#runDir, 0o700);
+    try {
+      this.#rendezvous = await ChannelRendezvous.open(path.join(this.#runDir, 'channels.sock'));
+    } catch (e) {
+      this.log.warn(`connection hand-off disabled: ${(e as Error).message}`);
+    }
     process.title = `junction: main v${JUNCTION_VERSION} [${this.#argv.join(' ')}]`;
     this.#installSignals();
     this.#modules = await discoverModules();
     for (const m of this.#modules) this.log.notice(`module: ${m.type} ${m.version} "${m.lib}"`);
     this.#startRole(this.#controller);
-    this.#startRole(this.#router);
+    this.#routers.start();
   }
 
   async #openControlSocket(): Promise<void> {
@@ -132,7 +148,7 @@ export class Main {
     try { fs.chownSync(file, uid, gid); } catch (e) { this.log.alert(`chown("${file}") failed: ${(e as Error).message}`); }
   }
 
-  #childSettings(): ChildSettings {
+  #childSettings(role?: Role): ChildSettings {
     const root = process.getuid?.() === 0;
     return {
       statedir: this.#o.statedir,
@@ -142,6 +158,8 @@ export class Main {
       noDaemon: !this.#o.daemon,
       user: root ? this.#o.user : undefined,
       group: root ? this.#o.group : undefined,
+      channels: this.#rendezvous?.path,
+      router: role?.name === 'router' ? { index: role.index ?? 0, gateway: path.join(this.#runDir, 'router-apps.sock') } : undefined,
     };
   }
 
@@ -150,14 +168,14 @@ export class Main {
     role.ready = new Promise((resolve) => { role.readyResolve = resolve; });
     const child = spawn(process.execPath, [...process.execArgv, role.entry], {
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-      env: { ...process.env, JUNCTION_SETTINGS: JSON.stringify(this.#childSettings()) },
+      env: { ...process.env, JUNCTION_SETTINGS: JSON.stringify(this.#childSettings(role)) },
     });
     role.child = child;
     this.#forwardOutput(child);
     const ch = new Channel(child);
     role.channel = ch;
     ch.handle('ready', () => role.readyResolve?.());
-    if (role.name === 'router') this.#routerHandlers(ch);
+    if (role.name === 'router') this.#routerHandlers(ch, role);
     else this.#controllerHandlers(ch);
     child.on('exit', (code, signal) => this.#roleExited(role, child, code, signal));
   }
@@ -179,8 +197,10 @@ export class Main {
     role.channel = undefined;
     if (this.#exiting) return;
     if (role.name === 'router') {
-      // The router's application pools died with it: stop their processes.
-      for (const app of this.#apps.values()) app.kill('SIGKILL');
+      for (const held of this.#holders.values()) held.delete(role);
+      if (!this.#routers.exited(role as RouterSlot)) return;
+      // The primary's application pools died with it: stop their processes.
+      if (role.index === 0) for (const app of this.#apps.values()) app.kill('SIGKILL');
       this.#startRole(role);
       void role.ready!.then(() => this.#controller.channel?.notify('router-restarted'));
     } else {
@@ -188,21 +208,28 @@ export class Main {
     }
   }
 
-  #routerHandlers(ch: Channel): void {
-    ch.handle('listen', ({ address }: { address: string }) => {
+  #routerHandlers(ch: Channel, role: Role): void {
+    ch.handle('listen', async ({ address }: { address: string }) => {
       let h = this.#listeners.get(address);
       if (!h) {
         try {
-          h = bindAddress(address);
+          h = await this.#bindListener(address);
         } catch (e) {
           this.log.alert((e as Error).message);
           throw e;
         }
         this.#listeners.set(address, h);
       }
+      let held = this.#holders.get(address);
+      if (held === undefined) this.#holders.set(address, held = new Set());
+      held.add(role);
       return withHandle({}, h);
     });
     ch.handle('release', ({ address }: { address: string }) => {
+      const held = this.#holders.get(address);
+      held?.delete(role);
+      if (held !== undefined && held.size > 0) return;
+      this.#holders.delete(address);
       const h = this.#listeners.get(address);
       if (h) { this.#listeners.delete(address); h.close(); }
     });
@@ -212,12 +239,32 @@ export class Main {
     });
   }
 
+  /**
+   * Bind a listener socket. A Unix socket file left behind by a process that
+   * was killed outright (nothing accepts on it any more) is replaced instead
+   * of failing the whole configuration.
+   */
+  async #bindListener(address: string): Promise<RawHandle> {
+    try {
+      return bindAddress(address);
+    } catch (e) {
+      const a = parseListenerName(address);
+      if (a?.kind !== 'unix' || a.abstract || !fs.existsSync(a.path) || await unixSocketInUse(a.path)) throw e;
+      if (!fs.statSync(a.path).isSocket()) throw e;
+      this.log.notice(`removing the stale socket file "${a.path}"`);
+      fs.unlinkSync(a.path);
+      return bindAddress(address);
+    }
+  }
+
   async #spawnApp(spec: AppSpawnSpec): Promise<{ pid: number; socket: string }> {
-    const router = this.#router.child;
+    const router = this.#routers.primary?.child;
+    const channel = spec.channel !== undefined ? await this.#rendezvous?.take(spec.channel) : undefined;
     const { child, pid, socket } = await spawnApp(spec, {
       runDir: this.#runDir,
       log: this.log,
       output: (c) => this.#forwardOutput(c),
+      channel,
     });
     this.#apps.set(pid, child);
     const report = (code: number | null, signal: NodeJS.Signals | null) => {
@@ -225,7 +272,8 @@ export class Main {
       if (signal) this.log.alert(`app process ${pid} exited on signal ${signalNumber(signal)}`);
       else this.log.notice(`app process ${pid} exited with code ${code}`);
       try { fs.unlinkSync(socket); } catch { /* already gone */ }
-      if (this.#router.child === router) this.#router.channel?.notify('app-exit', { pid, code, signal });
+      const primary = this.#routers.primary;
+      if (primary?.child === router) primary?.channel?.notify('app-exit', { pid, code, signal });
     };
     if (child.exitCode !== null || child.signalCode !== null) report(child.exitCode, child.signalCode);
     else child.once('exit', report);
@@ -239,15 +287,9 @@ export class Main {
       this.#onListening = undefined;
       cb?.();
     });
-    const relay = (type: string) => async (data: unknown) => {
-      await this.#router.ready;
-      const r = this.#router.channel;
-      if (!r) throw new Error('router is not running');
-      return (await r.request(type, data)).data;
-    };
-    ch.handle('apply', relay('apply'));
-    ch.handle('status', relay('status'));
-    ch.handle('restart', relay('restart'));
+    ch.handle('apply', (data: { config: Record<string, unknown> }) => this.#routers.apply(data));
+    ch.handle('status', () => this.#routers.status());
+    ch.handle('restart', (data: unknown) => this.#routers.primaryRequest('restart', data));
     ch.handle('persist', ({ json }: { json: string }) => { storeConfig(this.#o.statedir, json); });
     ch.handle('stored-config', () => {
       const b = loadConfigText(this.#o.statedir);
@@ -270,7 +312,7 @@ export class Main {
     } catch (e) {
       this.log.alert(`open("${this.#logFile.path}") failed: ${(e as Error).message}`);
     }
-    this.#router.channel?.notify('reopen');
+    this.#routers.notifyAll('reopen');
   }
 
   /**
@@ -281,11 +323,9 @@ export class Main {
   async stop(graceful: boolean): Promise<never> {
     if (this.#exiting) { if (!graceful) hardExit(this); return new Promise(() => {}); }
     this.#exiting = true;
-    const router = this.#router;
-    if (graceful && router.channel) {
-      try { await router.channel.request('quit', { graceful: true }); } catch { /* it may be gone */ }
-    }
-    const kids = [this.#controller.child, this.#router.child].filter((c): c is ChildProcess => Boolean(c));
+    this.#routers.stopping();
+    if (graceful) await this.#routers.quit();
+    const kids = [this.#controller.child, ...this.#routers.children()].filter((c): c is ChildProcess => Boolean(c));
     for (const c of kids) c.kill('SIGTERM');
     for (const a of this.#apps.values()) a.kill('SIGTERM');
     await waitExit([...kids, ...this.#apps.values()], 5000);
@@ -298,6 +338,8 @@ export class Main {
     for (const h of this.#listeners.values()) { try { h.close(); } catch { /* closed */ } }
     this.#listeners.clear();
     if (this.#control) { try { this.#control.close(); } catch { /* closed */ } this.#control = undefined; }
+    this.#rendezvous?.close();
+    this.#rendezvous = undefined;
     if (this.#controlPath) { try { fs.unlinkSync(this.#controlPath); } catch { /* gone */ } }
     try { fs.unlinkSync(this.#o.pid); } catch { /* gone */ }
     if (this.#runDir) { try { fs.rmSync(this.#runDir, { recursive: true, force: true }); } catch { /* gone */ } }

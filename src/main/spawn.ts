@@ -33,6 +33,12 @@ export interface SpawnOptions {
   output?: (child: ChildProcess) => void;
   /** Owner of the socket file, when main is root and the router is not (mode 0600 either way). */
   socketOwner?: { uid: number; gid: number };
+  /**
+   * The router's connection channel for this process (ChannelRendezvous.take):
+   * it becomes fd 5, Node's IPC channel (`NODE_CHANNEL_FD=5`), and main's copy
+   * is closed once the process has it.
+   */
+  channel?: net.Socket;
 }
 
 export interface SpawnedApp {
@@ -44,6 +50,8 @@ export interface SpawnedApp {
 
 /** fd of the readiness pipe inside the application process (the socket is fd 3). */
 const READY_FD = 4;
+/** fd of the router's connection channel inside the application process. */
+const CHANNEL_FD = 5;
 /** systemd's convention: LISTEN_PID must be the pid of the process that reads it, known only after fork. */
 const EXEC_WITH_LISTEN_PID = 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"';
 const SETPRIV = '/usr/bin/setpriv';
@@ -60,6 +68,8 @@ let seq = 0;
  *   is unlinked when the process exits.
  * - fd 1/2: `spec.stdout`/`spec.stderr` opened for append (an open failure is
  *   logged and the pipe is used instead), else pipes copied to `opts.output`.
+ * - `opts.channel`: fd 5 is the router's connection channel for the process
+ *   (Node's IPC channel: `NODE_CHANNEL_FD=5`, JSON serialisation).
  * - `spec.waitReady`: fd 4 is a pipe named by `JUNCTION_READY_FD`; resolves on
  *   the first byte written to it. Otherwise resolves once the process is running.
  * - `spec.user`/`spec.group` apply only when main runs as root: through
@@ -97,15 +107,26 @@ export async function spawnApp(spec: AppSpawnSpec, opts: SpawnOptions): Promise<
     delete env.LISTEN_PID;
     delete env.LISTEN_FDNAMES;
     delete env.JUNCTION_READY_FD;
+    delete env.NODE_CHANNEL_FD;
+    delete env.NODE_CHANNEL_SERIALIZATION_MODE;
     if (spec.waitReady) {
       stdio.push('pipe');
       env.JUNCTION_READY_FD = String(READY_FD);
     }
+    if (opts.channel) {
+      if (stdio.length === READY_FD) stdio.push('ignore');
+      stdio.push(opts.channel);
+      env.NODE_CHANNEL_FD = String(CHANNEL_FD);
+      env.NODE_CHANNEL_SERIALIZATION_MODE = 'json';
+    }
     const argv = [exe, ...spec.arguments];
     const useSetpriv = creds !== undefined && creds.setpriv;
-    const shellArgs = useSetpriv
-      ? ['-c', EXEC_WITH_LISTEN_PID, SETPRIV, `--reuid=${creds.uid}`, `--regid=${creds.gid}`, '--init-groups', '--', ...argv]
-      : ['-c', EXEC_WITH_LISTEN_PID, ...argv];
+    // The process ends with main even when main is killed outright (SIGKILL),
+    // instead of living on as an orphan that holds its socket.
+    const setpriv = useSetpriv
+      ? [SETPRIV, `--reuid=${creds.uid}`, `--regid=${creds.gid}`, '--init-groups', '--pdeathsig', 'TERM', '--']
+      : (await hasSetpriv()) ? [SETPRIV, '--pdeathsig', 'TERM', '--'] : [];
+    const shellArgs = ['-c', EXEC_WITH_LISTEN_PID, ...setpriv, ...argv];
     child = spawn('/bin/sh', shellArgs, {
       cwd,
       env,
@@ -119,6 +140,7 @@ export async function spawnApp(spec: AppSpawnSpec, opts: SpawnOptions): Promise<
   } finally {
     // Main's copies: the child has its own after fork (or failed to get one).
     handle?.close();
+    opts.channel?.destroy();
     await stdoutFd?.close();
     await stderrFd?.close();
   }
@@ -243,8 +265,14 @@ async function credentials(spec: AppSpawnSpec): Promise<Credentials | undefined>
     if (!gr) throw new Error(`getgrnam("${spec.group}") failed`);
     gid = Number(gr[2]);
   }
-  const setpriv = await access(SETPRIV, fsConstants.X_OK).then(() => true, () => false);
-  return { uid, gid, setpriv };
+  return { uid, gid, setpriv: await hasSetpriv() };
+}
+
+let setprivPresent: Promise<boolean> | undefined;
+/** util-linux's setpriv is there (checked once). */
+function hasSetpriv(): Promise<boolean> {
+  setprivPresent ??= access(SETPRIV, fsConstants.X_OK).then(() => true, () => false);
+  return setprivPresent;
 }
 
 /** One `getent` entry split on `:` (keeps NSS sources working, which /etc parsing would not). */
@@ -268,4 +296,88 @@ export function errnoText(e: NodeJS.ErrnoException): string {
 
 function signalNumber(signal: string): number | string {
   return (osConstants.signals as Record<string, number>)[signal] ?? signal;
+}
+
+/**
+ * Where the router's connection channels meet application processes
+ * (src/apps/transport/handoff.ts): a Unix socket in the run directory. The
+ * router connects and writes a token line; the spawn request naming that
+ * token gets the connection (take()), which becomes the process's fd 5.
+ */
+export class ChannelRendezvous {
+  readonly path: string;
+  readonly #server: net.Server;
+  /** Connections that introduced themselves, by token. */
+  readonly #arrived = new Map<string, net.Socket>();
+  /** take() calls waiting for their token. */
+  readonly #waiting = new Map<string, (s: net.Socket) => void>();
+
+  private constructor(path: string, server: net.Server) {
+    this.path = path;
+    this.#server = server;
+  }
+
+  /** Listen at `path` (mode 0600, owned by `owner` when main is root). */
+  static async open(path: string, owner?: { uid: number; gid: number }): Promise<ChannelRendezvous> {
+    await unlink(path).catch(() => {});
+    const server = net.createServer();
+    const r = new ChannelRendezvous(path, server);
+    server.on('connection', (s) => r.#introduce(s));
+    server.on('error', () => {});
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => { server.removeListener('error', reject); resolve(); });
+    });
+    await chmod(path, 0o600);
+    if (owner && process.getuid?.() === 0) await chown(path, owner.uid, owner.gid);
+    return r;
+  }
+
+  #introduce(s: net.Socket): void {
+    let line = '';
+    const timer = setTimeout(() => s.destroy(), 10_000);
+    timer.unref();
+    const onData = (d: Buffer) => {
+      line += d.toString('latin1');
+      const nl = line.indexOf('\n');
+      if (nl < 0) {
+        if (line.length > 128) s.destroy();
+        return;
+      }
+      s.removeListener('data', onData);
+      s.pause();
+      const token = line.slice(0, nl);
+      const waiter = this.#waiting.get(token);
+      if (waiter) {
+        this.#waiting.delete(token);
+        clearTimeout(timer);
+        waiter(s);
+        return;
+      }
+      this.#arrived.set(token, s);
+      s.once('close', () => { if (this.#arrived.get(token) === s) this.#arrived.delete(token); });
+    };
+    s.on('data', onData);
+    s.on('error', () => {});
+    s.once('close', () => clearTimeout(timer));
+  }
+
+  /** The connection that introduced itself with `token`, waiting up to `ms` for it; undefined if none came. */
+  take(token: string, ms = 5000): Promise<net.Socket | undefined> {
+    const s = this.#arrived.get(token);
+    if (s) {
+      this.#arrived.delete(token);
+      return Promise.resolve(s);
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => { this.#waiting.delete(token); resolve(undefined); }, ms);
+      this.#waiting.set(token, (sock) => { clearTimeout(timer); resolve(sock); });
+    });
+  }
+
+  close(): void {
+    this.#server.close();
+    for (const s of this.#arrived.values()) s.destroy();
+    this.#arrived.clear();
+  }
 }

@@ -10,6 +10,17 @@
  *   busy    request being served                       → body_read_timeout while the body is
  *                                                        incomplete (408), send_timeout while
  *                                                        output is pending (close)
+ *
+ * Re-arming a socket timer allocates (a Timeout and a bound callback) and
+ * moves the socket between timer lists, so it is done only when the phase
+ * needs a shorter interval than the armed one. A longer one keeps the armed
+ * timer and remembers the difference (`extra`): when the timer fires, it is
+ * re-armed once for the rest. Socket reads and writes restart the timer, so
+ * the interval still counts from the last activity; on a busy keep-alive
+ * connection with Unit's default timeouts no timer is re-armed per request.
+ * The start of a request is seen after the parser consumed input without
+ * completing a request (its execute callback), not through a `data`
+ * listener, which would take the socket off Node's native read path.
  */
 import type { Socket } from 'node:net';
 import type { Logger } from '../runtime/log.ts';
@@ -42,6 +53,30 @@ export const BUSY = 2;
 export const CLOSING = 3;
 
 const kConnection = Symbol('junction.connection');
+
+/**
+ * Index of the parser's "execute" callback slot (called by Node after each
+ * piece of input the parser consumed straight from the socket), found once
+ * from the layout Node gives its server parsers: the slot holding its bound
+ * `onParserExecute`. -1 when the layout is not the expected one; connections
+ * then watch `data` events instead, which costs Node's fast path (a socket
+ * with a `data` listener is read through JavaScript streams instead of being
+ * fed to the parser natively).
+ */
+let kOnExecute = -2;
+
+function executeSlot(parser: Record<number, unknown>): number {
+  if (kOnExecute !== -2) return kOnExecute;
+  kOnExecute = -1;
+  for (let i = 0; i < 10; i++) {
+    const f = parser[i];
+    if (typeof f === 'function' && f.name === 'bound onParserExecute') {
+      kOnExecute = i;
+      break;
+    }
+  }
+  return kOnExecute;
+}
 
 /** The Connection of a client socket accepted by a listener. */
 export function connectionOf(socket: Socket): Connection {
@@ -77,6 +112,10 @@ export class Connection {
   bytesMark = 0;
   /** No further request is served (graceful shutdown, idle timeout). */
   closing = false;
+  /** The interval the socket's timer is armed with (ms). */
+  private armed = 0;
+  /** What the current phase's interval adds to `armed` (ms): re-armed once when the timer fires. */
+  private extra = 0;
 
   constructor(socket: Socket, listener: ListenerConfig, state: RouterState) {
     this.socket = socket;
@@ -100,9 +139,33 @@ export class Connection {
     state.counters.accepted++;
     state.counters.idle++;
     state.connections.add(this);
-    socket.prependListener('data', onSocketData);
+    this.setTimer(listener.table.settings.idleTimeout);
+    const parser = (socket as unknown as { parser?: (Record<number, unknown> & { _consumed?: boolean }) | null }).parser;
+    const slot = parser?._consumed === true ? executeSlot(parser) : -1;
+    if (slot >= 0) {
+      // Bytes consumed while idle that did not make a whole request: a header is arriving.
+      const node = parser![slot] as (ret: unknown) => void;
+      parser![slot] = (ret: unknown): void => {
+        node(ret);
+        if (this.phase === IDLE && typeof ret === 'number' && ret > 0) this.onBytes();
+      };
+    } else {
+      socket.prependListener('data', onSocketData);
+    }
     socket.on('close', onSocketClose);
-    socket.setTimeout(listener.table.settings.idleTimeout);
+  }
+
+  /** Arm the socket timer with `ms` now. */
+  private setTimer(ms: number): void {
+    this.armed = ms;
+    this.extra = 0;
+    this.socket.setTimeout(ms);
+  }
+
+  /** Make the phase's inactivity interval `ms` (see the module comment). */
+  private interval(ms: number): void {
+    if (ms < this.armed || this.armed === 0 || ms === 0) this.setTimer(ms);
+    else this.extra = ms - this.armed;
   }
 
   /** Leave the idle phase (called when header bytes arrive or a request starts). */
@@ -118,7 +181,15 @@ export class Connection {
     this.headerStart = performance.now();
     this.counted = true;
     this.state.counters.requests++;
-    this.socket.setTimeout(this.listener.table.settings.headerReadTimeout);
+    this.interval(this.listener.table.settings.headerReadTimeout);
+  }
+
+  /** A request could not be parsed: its error is answered and the connection closes after it. */
+  onBadRequest(): void {
+    this.leaveIdle();
+    if (!this.counted) this.state.counters.requests++;
+    this.counted = false;
+    this.phase = CLOSING;
   }
 
   /** A request header was parsed and the request handed to routing. */
@@ -129,12 +200,12 @@ export class Connection {
     if (!this.counted) this.state.counters.requests++;
     this.counted = false;
     const s = this.listener.table.settings;
-    this.socket.setTimeout(bodyExpected ? s.bodyReadTimeout : s.sendTimeout);
+    this.interval(bodyExpected ? s.bodyReadTimeout : s.sendTimeout);
   }
 
   /** The request body has been received completely. */
   onBodyComplete(): void {
-    if (this.phase === BUSY) this.socket.setTimeout(this.listener.table.settings.sendTimeout);
+    if (this.phase === BUSY) this.interval(this.listener.table.settings.sendTimeout);
   }
 
   /** A response completed (or was abandoned); `keepAlive`: the connection stays open. */
@@ -148,7 +219,7 @@ export class Connection {
     }
     this.phase = IDLE;
     this.state.counters.idle++;
-    this.socket.setTimeout(this.listener.table.settings.idleTimeout);
+    this.interval(this.listener.table.settings.idleTimeout);
   }
 
   /** Close now if nothing is in progress; otherwise after the current response. */
@@ -159,13 +230,17 @@ export class Connection {
 
   /** The socket's inactivity timer fired. */
   onTimeout(): void {
+    if (this.extra > 0) {
+      this.setTimer(this.extra);
+      return;
+    }
     const s = this.listener.table.settings;
     switch (this.phase) {
       case IDLE: {
         // Unit's idle answer: always the versioned Server, no body, not logged.
         this.leaveIdle();
         this.phase = CLOSING;
-        this.socket.setTimeout(10000);
+        this.setTimer(10000);
         this.socket.end(`HTTP/1.1 408 Request Timeout\r\nServer: ${SERVER_NAME}\r\n` +
           `Connection: close\r\nContent-Length: 0\r\nDate: ${httpDate()}\r\n\r\n`);
         return;
@@ -173,11 +248,11 @@ export class Connection {
       case HEADER: {
         const left = s.headerReadTimeout - (performance.now() - this.headerStart);
         if (left > 0) {
-          this.socket.setTimeout(Math.ceil(left));
+          this.setTimer(Math.ceil(left));
           return;
         }
         this.phase = CLOSING;
-        this.socket.setTimeout(10000);
+        this.setTimer(10000);
         const page = rawErrorResponse(408, s.serverHeader, httpDate());
         this.socket.end(page, 'latin1');
         this.state.logBare(this, 408, 54);

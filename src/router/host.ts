@@ -14,7 +14,10 @@ export interface RouterHost {
    * Rejects with Unit's message, e.g. `bind("127.0.0.1:80") failed (98: Address already in use)`.
    */
   listen(address: string): Promise<unknown>;
-  /** The listener is gone from the configuration: main closes its socket (and unlinks a Unix path). */
+  /**
+   * The listener is gone from this router's configuration: main closes its
+   * socket (and unlinks a Unix path) once no router holds it any more.
+   */
   release(address: string): void;
   /** Process services for the application manager. */
   apps: AppHost;

@@ -9,9 +9,8 @@
 import { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { Request } from './request.ts';
-import type { UnitResponse } from './response.ts';
-import { httpDate } from './response.ts';
-import { connectionOf, CLOSING, type Connection } from './connection.ts';
+import { UnitResponse, httpDate } from './response.ts';
+import { connectionOf, type Connection } from './connection.ts';
 import { dispatch } from './action.ts';
 import { splitTarget } from './uri.ts';
 import { applyForwarded } from './forwarded.ts';
@@ -147,9 +146,8 @@ export function acceptRequest(req: IncomingMessage, res: UnitResponse, c: Connec
   const r = new Request(req, res, c, chk.headers);
   res.request = r;
   (req as UnitIncoming)._unitRequest = r;
-  c.onRequest(extra === undefined && (chk.chunked || chk.length > 0));
-  res.prependListener('finish', onResponseFinish);
-  res.on('close', onResponseClose);
+  r.hasBody = chk.chunked || chk.length > 0;
+  c.onRequest(extra === undefined && r.hasBody);
 
   let status = chk.status;
   if (status === 0) {
@@ -194,18 +192,11 @@ export function route(r: Request): void {
   dispatch(r, r.listener.pass);
 }
 
-/** The response is complete: log it before Node moves on to the next pipelined one. */
-function onResponseFinish(this: UnitResponse): void {
-  const r = this.request;
-  if (r !== null) finish(r, true);
-}
-
-/** The response closed (after finishing, or because the connection went away). */
-function onResponseClose(this: UnitResponse): void {
-  const r = this.request;
-  if (r !== null) finish(r, false);
-}
-
+/**
+ * The end of a request's response (UnitResponse.onDone): `completed` when it
+ * finished (logged before Node moves on to the next pipelined one), else it
+ * closed (after finishing, or because the connection went away).
+ */
 function finish(r: Request, completed: boolean): void {
   if (r.done) return;
   r.done = true;
@@ -306,10 +297,10 @@ export function onClientError(e: ParserError, socket: Socket): void {
     socket.destroy();
     return;
   }
-  if (!c.counted) c.state.counters.requests++;
-  c.counted = false;
-  c.phase = CLOSING;
+  c.onBadRequest();
   const s = c.listener.table.settings;
   socket.end(rawErrorResponse(status, s.serverHeader, httpDate()), 'latin1');
   logBare(c, status, 54);
 }
+
+UnitResponse.onDone = finish;

@@ -11,6 +11,9 @@ import { UnitResponse } from './response.ts';
 import { UnitIncoming, onRequest, onClientError } from './http.ts';
 import { Connection, connectionOf, type RouterState } from './connection.ts';
 import { onUpgrade, shouldUpgrade } from './websocket.ts';
+import { Server as TlsServer } from 'node:tls';
+import { AppHandler } from './actions/pass.ts';
+import type { AppTarget } from '../apps/types.ts';
 
 function onTimeout(socket: Socket): void {
   connectionOf(socket)?.onTimeout();
@@ -22,17 +25,32 @@ function maxHeaderSize(c: ListenerConfig): number {
   return 2048 + Math.max(1, s.largeHeaderBuffers) * Math.max(1024, s.largeHeaderBufferSize);
 }
 
+/**
+ * The application that takes this listener's connections whole (a Node app
+ * behind a listener that passes straight to it, with nothing of the router
+ * per request: no access log, forwarded, compression or log_route), or null.
+ * See AppTarget.handoff and docs/external-apps.md.
+ */
+function handoffTarget(c: ListenerConfig): AppTarget | null {
+  const s = c.table.settings;
+  if (!(c.pass instanceof AppHandler) || c.pass.target.handoff === undefined) return null;
+  if (c.forwarded.length > 0 || c.table.accessLog !== null || s.compression !== null || s.logRoute) return null;
+  return c.pass.target;
+}
+
 /** A listener's http.Server and the configuration new connections get. */
 export class Listener {
   readonly name: string;
   config: ListenerConfig;
   readonly server: http.Server;
   private readonly state: RouterState;
+  private handoff: AppTarget | null;
 
   constructor(config: ListenerConfig, state: RouterState) {
     this.name = config.name;
     this.config = config;
     this.state = state;
+    this.handoff = handoffTarget(config);
     this.server = http.createServer({
       ServerResponse: UnitResponse as unknown as typeof http.ServerResponse,
       IncomingMessage: UnitIncoming,
@@ -46,16 +64,39 @@ export class Listener {
       // WebSocket handshakes go to onUpgrade; other Upgrade requests stay normal requests.
       shouldUpgradeCallback: shouldUpgrade,
     });
-    this.server.on('connection', (socket: Socket) => { new Connection(socket, this.config, this.state); });
+    // Before node:http takes the socket: a connection handed over is gone from here.
+    this.server.prependListener('connection', (socket: Socket) => { this.offer(socket); });
+    this.server.on('connection', (socket: Socket) => {
+      if (!socket.destroyed) new Connection(socket, this.config, this.state);
+    });
     this.server.on('request', onRequest);
     this.server.on('clientError', onClientError);
     this.server.on('upgrade', onUpgrade);
     this.server.on('timeout', onTimeout);
   }
 
+  /** Offer a new connection to the application that takes them whole, if any. */
+  private offer(socket: Socket): void {
+    const t = this.handoff;
+    // A TLS listener's connection ends TLS here: never handed over.
+    if (t === null || this.server instanceof TlsServer) return;
+    const s = this.config.table.settings;
+    t.handoff!({
+      socket, server: s.serverHeader, idleTimeout: s.idleTimeout, maxBodySize: s.maxBodySize,
+      counters: this.state.counters, reinject: this.reinject,
+    });
+  }
+
+  /** A connection an application gives back: served as newly accepted (offered again). */
+  private readonly reinject = (socket: Socket): void => {
+    if (this.server.listening) this.server.emit('connection', socket);
+    else socket.destroy();
+  };
+
   /** Use a new configuration for connections accepted from now on. */
   update(config: ListenerConfig): void {
     this.config = config;
+    this.handoff = handoffTarget(config);
     (this.server as unknown as { maxHeaderSize: number }).maxHeaderSize = maxHeaderSize(config);
   }
 

@@ -2,13 +2,19 @@
  * `junction: router` process entry: wires the Router and the application
  * manager to main over IPC (listener sockets, application processes) and
  * answers the controller's requests relayed by main.
+ *
+ * With several routers (main/routers.ts) router 0 runs the application
+ * manager and serves the others' application requests on its gateway
+ * socket; the others reach applications through it (app-gateway.ts).
  */
 import { Channel } from '../ipc/channel.ts';
 import { log } from '../runtime/log.ts';
 import type { ChildSettings } from '../main/main.ts';
 import type { AppHost, AppSpawnResult, AppSpawnSpec } from '../apps/types.ts';
 import { AppManager } from '../apps/manager.ts';
-import { Router } from './router.ts';
+import type { AppManagerLike } from '../apps/types.ts';
+import { Router, type PreparedConfig } from './router.ts';
+import { AppGateway, RemoteApps, type AppTargetsInfo } from './app-gateway.ts';
 import type { RouterHost } from './host.ts';
 
 process.title = 'junction: router';
@@ -23,6 +29,7 @@ const appHost: AppHost = {
   kill(pid: number, signal?: NodeJS.Signals): void {
     main.notify('kill', { pid, signal });
   },
+  channelPath: settings.channels,
 };
 
 const host: RouterHost = {
@@ -38,12 +45,18 @@ const host: RouterHost = {
   tmpdir: settings.tmpdir,
 };
 
-const apps = new AppManager(appHost, log, {
+const index = settings.router?.index ?? 0;
+if (index > 0) process.title = `junction: router #${index}`;
+const remote = index > 0 ? new RemoteApps(settings.router!.gateway, log) : null;
+const apps: AppManagerLike = remote ?? new AppManager(appHost, log, {
   modules: settings.modules,
   noDaemon: settings.noDaemon,
   user: settings.user,
   group: settings.group,
 });
+if (remote === null && settings.router !== undefined) {
+  await new AppGateway(apps, log).listen(settings.router.gateway);
+}
 const router = new Router(host, apps);
 log.info('router started');
 
@@ -52,6 +65,25 @@ interface ApplyMessage { config: Record<string, unknown>; jsModules?: Record<str
 
 main.handle('apply', async ({ config, jsModules }: ApplyMessage) => {
   await router.apply(config, jsModules ?? {});
+});
+
+/** A configuration prepared and waiting for main's commit or abort (main/routers.ts). */
+let pending: PreparedConfig | null = null;
+main.handle('prepare', async ({ config, jsModules, apps: offered }: ApplyMessage & { apps?: AppTargetsInfo }) => {
+  remote?.offer(offered);
+  const p = await router.prepare(config, jsModules ?? {});
+  pending = p;
+  return remote === null ? { apps: p.apps } : {};
+});
+main.handle('commit', () => {
+  const p = pending;
+  pending = null;
+  p?.commit();
+});
+main.handle('abort', () => {
+  const p = pending;
+  pending = null;
+  p?.abort();
 });
 main.handle('status', () => ({ ...router.status(), applications: apps.status() }));
 main.handle('restart', ({ name }: { name: string }) => apps.restart(name));

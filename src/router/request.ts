@@ -54,6 +54,8 @@ export class Request implements AppRequest {
   hops = 0;
   /** The action whose `response_headers` apply (§4.1). */
   current: Action | null = null;
+  /** A body follows the header (Content-Length > 0 or chunked). */
+  hasBody = false;
   /** Close the connection after this response (header/body errors). */
   forceClose = false;
   /** Set once the request has been logged/counted as finished. */

@@ -129,6 +129,12 @@ function chunkLength(chunk: unknown, encoding: unknown): number {
  * after Node creates the object.
  */
 export class UnitResponse extends ServerResponse {
+  /**
+   * Called when a response with a request finishes (`completed`) and when it
+   * closes: the end of the request (http.ts). Seen in emit() rather than
+   * through listeners, which would be added for every request.
+   */
+  static onDone: (r: Request, completed: boolean) => void = () => {};
   /** The request this response answers (set by the router before any write). */
   request: Request | null = null;
   /** Status to put on the status line when Node's own range (100–999) cannot hold it; -1 = use statusCode. */
@@ -150,6 +156,14 @@ export class UnitResponse extends ServerResponse {
 
   constructor(req: IncomingMessage) {
     super(req);
+  }
+
+  emit(event: string | symbol, ...args: unknown[]): boolean {
+    if (event === 'finish' || event === 'close') {
+      const r = this.request;
+      if (r !== null) UnitResponse.onDone(r, event === 'finish');
+    }
+    return super.emit(event, ...args);
   }
 
   /** The body length when known before the header (Content-Length to be sent), else null. */

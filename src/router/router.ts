@@ -3,6 +3,9 @@
  * (DESIGN.md "router"; spec/router.md, control-api.md §7.3).
  *
  *   apply(config)  compile → prepare apps → get new sockets → swap → commit
+ *   prepare(config) the same in two steps: everything up to the swap, then
+ *                  commit() or abort() (main applies a configuration to several
+ *                  router processes this way: all switch, or none)
  *   status()       connection and request counters (§12)
  *   reopenLogs()   SIGUSR1: reopen the access log
  *   shutdown()     stop accepting; graceful → let in-flight requests finish
@@ -16,6 +19,7 @@ import { logBare } from './http.ts';
 import { AccessLogFile, compileAccessLog, accessLogPath, type AccessLog } from './access-log.ts';
 import { compileWithJs, createJsRuntime } from './variables.ts';
 import type { JsRuntime } from './js.ts';
+import { describeTargets, type AppTargetsInfo } from './app-gateway.ts';
 
 export interface RouterStatus {
   connections: { accepted: number; active: number; idle: number; closed: number };
@@ -26,6 +30,39 @@ export interface RouterStatus {
 function jsModuleNames(settings: unknown): string[] {
   const v = (settings as Record<string, unknown> | undefined)?.js_module;
   return typeof v === 'string' ? [v] : Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
+}
+
+/** A configuration ready to go live: exactly one of commit() or abort() follows. */
+export class PreparedConfig {
+  private readonly onCommit: () => void;
+  private readonly onAbort: () => void;
+  private done = false;
+  private resolve!: () => void;
+  /** Resolves once committed or aborted (the next configuration waits for it). */
+  readonly settled: Promise<void>;
+  /** The application targets prepared (what the other routers compile against). */
+  readonly apps: AppTargetsInfo;
+
+  constructor(apps: AppTargetsInfo, onCommit: () => void, onAbort: () => void) {
+    this.apps = apps;
+    this.onCommit = onCommit;
+    this.onAbort = onAbort;
+    this.settled = new Promise((r) => { this.resolve = r; });
+  }
+
+  /** Switch to the new configuration. */
+  commit(): void {
+    if (this.done) return;
+    this.done = true;
+    try { this.onCommit(); } finally { this.resolve(); }
+  }
+
+  /** Drop it: the current configuration stays. */
+  abort(): void {
+    if (this.done) return;
+    this.done = true;
+    try { this.onAbort(); } finally { this.resolve(); }
+  }
 }
 
 export class Router {
@@ -57,13 +94,23 @@ export class Router {
    *   names some of them; JS templates run with those as globals)
    * @throws Error whose message is for the error log; the controller answers 500.
    */
-  apply(config: Record<string, unknown>, jsModules: Readonly<Record<string, string>> = {}): Promise<void> {
-    const run = this.queue.then(() => this.applyNow(config, jsModules));
-    this.queue = run.catch(() => {});
+  async apply(config: Record<string, unknown>, jsModules: Readonly<Record<string, string>> = {}): Promise<void> {
+    (await this.prepare(config, jsModules)).commit();
+  }
+
+  /**
+   * The first step of apply(): everything that can fail (applications
+   * started, listener sockets opened, the table compiled), nothing switched.
+   * Further configurations wait until the result is committed or aborted.
+   * @throws Error (as apply) after undoing what it did.
+   */
+  prepare(config: Record<string, unknown>, jsModules: Readonly<Record<string, string>> = {}): Promise<PreparedConfig> {
+    const run = this.queue.then(() => this.prepareNow(config, jsModules));
+    this.queue = run.then((p) => p.settled, () => {});
     return run;
   }
 
-  private async applyNow(config: Record<string, unknown>, jsModules: Readonly<Record<string, string>>): Promise<void> {
+  private async prepareNow(config: Record<string, unknown>, jsModules: Readonly<Record<string, string>>): Promise<PreparedConfig> {
     if (this.stopped) throw new Error('the router is shutting down');
     let tx: AppTransaction | null = null;
     let newLog: AccessLogFile | null = null;
@@ -108,32 +155,44 @@ export class Router {
           throw new Error(`listen("${name}") failed: ${(e as Error).message}`);
         }
       }
-
-      // Everything is ready: switch.
-      this.table = table;
-      for (const l of opened) this.listeners.set(l.name, l);
-      for (const [name, l] of this.listeners) {
-        const lc = table.listeners.get(name);
-        if (lc !== undefined) {
-          l.update(lc);
-        } else {
-          l.close();
-          this.listeners.delete(name);
-          this.host.release(name);
-        }
-      }
-      if (this.logFile !== null && this.logFile !== (accessLog?.file ?? null)) this.logFile.close();
-      this.logFile = accessLog?.file ?? null;
-      tx.commit();
+      return new PreparedConfig(
+        describeTargets(prepared, (config.applications ?? {}) as Record<string, unknown>),
+        () => this.switchTo(table, opened, accessLog?.file ?? null, prepared),
+        () => this.undo(opened, newLog, prepared),
+      );
     } catch (e) {
-      for (const l of opened) {
-        l.close();
-        this.host.release(l.name);
-      }
-      newLog?.close();
-      tx?.abort();
+      this.undo(opened, newLog, tx);
       throw e;
     }
+  }
+
+  /** Everything is ready: switch. */
+  private switchTo(table: RouterTable, opened: Listener[], logFile: AccessLogFile | null, tx: AppTransaction): void {
+    this.table = table;
+    for (const l of opened) this.listeners.set(l.name, l);
+    for (const [name, l] of this.listeners) {
+      const lc = table.listeners.get(name);
+      if (lc !== undefined) {
+        l.update(lc);
+      } else {
+        l.close();
+        this.listeners.delete(name);
+        this.host.release(name);
+      }
+    }
+    if (this.logFile !== null && this.logFile !== logFile) this.logFile.close();
+    this.logFile = logFile;
+    tx.commit();
+  }
+
+  /** Release what a prepared configuration opened or started. */
+  private undo(opened: Listener[], newLog: AccessLogFile | null, tx: AppTransaction | null): void {
+    for (const l of opened) {
+      l.close();
+      this.host.release(l.name);
+    }
+    newLog?.close();
+    tx?.abort();
   }
 
   /** Counters for `GET /status` (spec/router.md §12). */

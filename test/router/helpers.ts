@@ -104,7 +104,7 @@ export interface Started {
  * becomes `127.0.0.1:<free port>`. `config.listeners` defaults to one listener
  * passing to `routes`.
  */
-export async function start(config: Record<string, unknown>, apps = new TestApps()): Promise<Started> {
+export async function start(config: Record<string, unknown>, apps: AppManagerLike = new TestApps()): Promise<Started> {
   const port = await freePort();
   const listener = `127.0.0.1:${port}`;
   const c = { ...config };
@@ -119,7 +119,7 @@ export async function start(config: Record<string, unknown>, apps = new TestApps
   const router = new Router(host, apps);
   await router.apply(c);
   return {
-    router, host, apps, port, listener,
+    router, host, apps: apps as TestApps, port, listener,
     stop: () => router.shutdown(false),
   };
 }

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { start, request, raw, one, TestApps } from './helpers.ts';
+import { start, request, raw, one, parse, TestApps } from './helpers.ts';
 
 test('§14.18 chunked_transform: errors and the Content-Length an app receives', async () => {
   const apps = new TestApps();
@@ -43,6 +43,21 @@ test('header_read_timeout → 408 error page; body_read_timeout → 408', async 
     assert.equal(b.status, 408);
     assert.equal(b.get('connection'), 'close');
   } finally { await s.stop(); }
+});
+
+test('idle_timeout after a kept-alive response: 408 without body, connection closed', async () => {
+  // Idle longer than the header timeout, and shorter: the timer is re-armed either way.
+  for (const http of [{ idle_timeout: 2, header_read_timeout: 1 }, { idle_timeout: 1, header_read_timeout: 5 }]) {
+    const s = await start({ routes: [{ action: { return: 204 } }], settings: { http } });
+    try {
+      const rs = parse(await raw(s.port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\n'));
+      assert.equal(rs.length, 2);
+      assert.equal(rs[0].status, 204);
+      assert.equal(rs[1].statusLine, 'HTTP/1.1 408 Request Timeout');
+      assert.equal(rs[1].get('content-length'), '0');
+      assert.equal(s.router.status().connections.idle, 0);
+    } finally { await s.stop(); }
+  }
 });
 
 test('HEAD of an error page: header only', async () => {

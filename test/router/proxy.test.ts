@@ -153,3 +153,81 @@ test('upstream weights with fractions: 0.1 : 1 : 0.9 → 1 : 10 : 9', async () =
   for (let i = 0; i < 20; i++) counts[u.pick()]++;
   assert.deepEqual(counts, [1, 10, 9]);
 });
+
+/**
+ * A raw TCP backend that answers every request head it reads with
+ * `reply(n, i)` (n: its connection number from 1, i: the request number on
+ * that connection from 1); a null reply closes the connection instead.
+ */
+async function scriptedBackend(reply: (conn: number, req: number, head: string) => string | null):
+  Promise<{ port: number; connections: () => number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  let conns = 0;
+  const srv = net.createServer((s) => {
+    const n = ++conns;
+    let i = 0;
+    sockets.add(s);
+    let buf = '';
+    s.on('data', (d) => {
+      buf += d.toString('latin1');
+      for (let end = buf.indexOf('\r\n\r\n'); end >= 0; end = buf.indexOf('\r\n\r\n')) {
+        const head = buf.slice(0, end);
+        buf = buf.slice(end + 4);
+        const out = reply(n, ++i, head);
+        if (out === null) { s.destroy(); return; }
+        s.write(out);
+      }
+    });
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (srv.address() as net.AddressInfo).port,
+    connections: () => conns,
+    close: () => new Promise((resolve) => { for (const s of sockets) s.destroy(); srv.close(() => resolve()); }),
+  };
+}
+
+test('proxy: upstream connections are kept alive and reused; HEAD and 1xx keep the connection usable', async () => {
+  const b = await scriptedBackend((_n, _i, head) => {
+    if (head.startsWith('HEAD ')) return 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n';
+    if (head.startsWith('GET /hints ')) {
+      return 'HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhints';
+    }
+    if (head.startsWith('GET /none ')) return 'HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n';
+    return 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello';
+  });
+  const s = await start({ routes: [{ action: { proxy: `http://127.0.0.1:${b.port}` } }] });
+  try {
+    for (let i = 0; i < 5; i++) assert.equal(one(await request(s.port, 'GET', `/k${i}`)).body, 'hello');
+    const head = one(await request(s.port, 'HEAD', '/'), true);
+    assert.equal(head.status, 200);
+    assert.equal(head.get('content-length'), '5');
+    const hints = one(await request(s.port, 'GET', '/hints'));
+    assert.equal(hints.status, 200);
+    assert.equal(hints.body, 'hints');
+    assert.equal(hints.get('link'), undefined);
+    const none = one(await request(s.port, 'GET', '/none'));
+    assert.equal(none.status, 204);
+    assert.equal(none.get('x-a'), '1');
+    assert.equal(one(await request(s.port, 'GET', '/last')).body, 'hello');
+    assert.equal(b.connections(), 1);
+  } finally { await s.stop(); await b.close(); }
+});
+
+test('proxy: a kept-alive connection the server closed is retried once on a new one (not with a body)', async () => {
+  // Every connection answers its first request and drops the second one unanswered.
+  const b = await scriptedBackend((_n, i, head) => (i === 1 ? `HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n${head.slice(0, 2)}` : null));
+  const s = await start({ routes: [{ action: { proxy: `http://127.0.0.1:${b.port}` } }] });
+  try {
+    assert.equal(one(await request(s.port, 'GET', '/1')).body, 'GE');
+    const again = one(await request(s.port, 'GET', '/2'));
+    assert.equal(again.status, 200);
+    assert.equal(again.body, 'GE');
+    assert.equal(b.connections(), 2);
+    // A request with a body is not sent twice: 502.
+    const post = one(await request(s.port, 'POST', '/3', ['Content-Length: 3'], 'abc'));
+    assert.equal(post.status, 502);
+    assert.equal(b.connections(), 2);
+  } finally { await s.stop(); await b.close(); }
+});

@@ -9,146 +9,154 @@
  * client connection is closed.
  *
  * Deviation from Unit: connections to upstreams are kept alive and reused
- * (one pool per address) instead of one `Connection: close` connection per request.
+ * (one pool per address, upstream-http.ts) instead of one `Connection: close`
+ * connection per request. A request that finds its kept-alive connection
+ * closed by the server before any answer is sent again once on a new
+ * connection, when it has no body and an idempotent method.
  */
-import http from 'node:http';
-import { pipeline } from 'node:stream';
 import type { Request } from '../request.ts';
 import type { Handler } from '../action.ts';
 import { parseProxyAddress, type SocketAddress } from '../../config/address.ts';
 import { escapeUri } from '../uri.ts';
-
-/** 60 s for connecting and for the response header; 30 s between body reads (not configurable in Unit). */
-const HEADER_TIMEOUT = 60000;
-const READ_TIMEOUT = 30000;
+import { IDEMPOTENT, upstreamPool, type UpstreamConnection, type UpstreamPool, type UpstreamUser } from '../upstream-http.ts';
 
 /** Request fields not forwarded (hop-by-hop; Unit drops Connection and Transfer-Encoding). */
 const HOP_REQUEST = new Set(['connection', 'transfer-encoding', 'keep-alive', 'upgrade', 'proxy-connection', 'te']);
 /** Response fields not relayed (Unit drops Connection, Server, Transfer-Encoding). */
 const HOP_RESPONSE = new Set(['connection', 'server', 'transfer-encoding', 'keep-alive']);
 
-/** Connection pools to upstream servers, by address (shared by all configurations). */
-const pools = new Map<string, http.Agent>();
-
 /** Where a proxy or upstream server sends requests. */
 export class ProxyTarget {
   /** `127.0.0.1:8080`, `[::1]:80`, `unix:/path`: for log lines. */
   readonly name: string;
-  private readonly options: http.RequestOptions;
+  private readonly pool: UpstreamPool;
 
   constructor(addr: SocketAddress, name: string) {
     this.name = name;
-    let pool = pools.get(name);
-    if (pool === undefined) {
-      pool = new http.Agent({ keepAlive: true, scheduling: 'lifo' });
-      pools.set(name, pool);
-    }
-    this.options = addr.kind === 'unix'
-      ? { socketPath: addr.abstract ? '\0' + addr.path : addr.path, agent: pool, setHost: false }
-      : { host: addr.host, port: addr.port, family: addr.family, agent: pool, setHost: false };
+    this.pool = upstreamPool(name, addr);
   }
 
   /** Proxy `r` to this server. */
   forward(r: Request): void {
-    const h = r.rawHeaders;
-    const headers: string[] = [];
-    for (let i = 0; i < h.length; i += 2) {
-      if (!HOP_REQUEST.has(h[i].toLowerCase())) headers.push(h[i], h[i + 1]);
-    }
     let target = r.target;
     if (r.rewritten) {
       target = r.rewriteEscaped || /[\x00-\x20\x7f-\xff]/.test(r.path) ? escapeUri(r.path) : r.path;
       if (r.query !== '') target += '?' + r.query;
     }
-    let up: http.ClientRequest;
-    try {
-      up = http.request({ ...this.options, method: r.method, path: target, headers });
-    } catch (e) {
-      r.conn.log.error(`proxy request to ${this.name} failed: ${(e as Error).message}`);
-      r.res.sendError(502);
-      return;
+    let head = r.method + ' ' + target + ' HTTP/1.1\r\n';
+    const h = r.rawHeaders;
+    for (let i = 0; i < h.length; i += 2) {
+      const name = h[i];
+      if (!(name.length <= 17 && HOP_REQUEST.has(name.toLowerCase()))) head += name + ': ' + h[i + 1] + '\r\n';
     }
-    const x = new Exchange(r, up, this.name);
-    (up as ExchangeCarrier)[kExchange] = x;
-    (r.res as unknown as ExchangeCarrier)[kExchange] = x;
-    up.setTimeout(HEADER_TIMEOUT);
-    up.on('response', onUpstreamResponse);
-    up.on('timeout', onUpstreamTimeout);
-    up.on('error', onUpstreamError);
+    const x = new Exchange(r, this, head + 'Connection: keep-alive\r\n\r\n');
     r.res.on('close', onClientClose);
-    const body = r.req;
-    if (body.complete && body.readableLength === 0) up.end();
-    else pipeline(body, up, ignore);
+    (r.res as unknown as ExchangeCarrier)[kExchange] = x;
+    x.send();
+  }
+
+  /** @internal */
+  connection(): UpstreamConnection {
+    return this.pool.acquire();
   }
 }
 
 const kExchange = Symbol('junction.proxy');
 type ExchangeCarrier = { [kExchange]?: Exchange };
 
-function ignore(): void { /* errors reach the request/response 'error' and 'close' listeners */ }
-
-function onUpstreamResponse(this: http.ClientRequest, res: http.IncomingMessage): void {
-  (this as ExchangeCarrier)[kExchange]!.onResponse(res);
-}
-function onUpstreamTimeout(this: http.ClientRequest): void {
-  (this as ExchangeCarrier)[kExchange]!.onTimeout();
-}
-function onUpstreamError(this: http.ClientRequest, e: Error): void {
-  (this as ExchangeCarrier)[kExchange]!.onError(e);
-}
 function onClientClose(this: unknown): void {
   (this as ExchangeCarrier)[kExchange]!.onClientClose();
 }
 
-/** One proxied request in flight. */
-class Exchange {
+function onClientDrain(this: unknown): void {
+  (this as ExchangeCarrier)[kExchange]!.conn?.resume();
+}
+
+/** One proxied request in flight: the UpstreamUser of its connection. */
+class Exchange implements UpstreamUser {
   readonly r: Request;
-  readonly up: http.ClientRequest;
-  readonly name: string;
-  timedOut = false;
+  readonly target: ProxyTarget;
+  readonly head: string;
+  conn: UpstreamConnection | null = null;
   answered = false;
-  upstream: http.IncomingMessage | null = null;
+  finished = false;
+  retried = false;
+  /** The client's body is being sent (the request cannot be sent again). */
+  streaming = false;
 
-  constructor(r: Request, up: http.ClientRequest, name: string) {
+  constructor(r: Request, target: ProxyTarget, head: string) {
     this.r = r;
-    this.up = up;
-    this.name = name;
+    this.target = target;
+    this.head = head;
   }
 
-  onResponse(res: http.IncomingMessage): void {
-    const r = this.r;
-    if (this.answered) { res.destroy(); return; }
-    this.answered = true;
-    this.upstream = res;
-    this.up.setTimeout(READ_TIMEOUT);
-    const f: string[] = [];
-    const h = res.rawHeaders;
-    for (let i = 0; i < h.length; i += 2) {
-      if (!HOP_RESPONSE.has(h[i].toLowerCase())) f.push(h[i], h[i + 1]);
+  /** Write the request on a connection: its header, then its body if it has one. */
+  send(): void {
+    const c = this.target.connection();
+    this.conn = c;
+    c.start(this, this.head);
+    const body = this.r.req;
+    if (!this.r.hasBody || (body.complete && body.readableLength === 0)) {
+      c.requestSent();
+      return;
     }
-    r.res.writeStart(res.statusCode ?? 502, f, null);
-    pipeline(res, r.res, ignore);
+    this.streaming = true;
+    c.streamBody(body);
   }
 
-  onTimeout(): void {
-    this.timedOut = true;
-    this.up.destroy(new Error('timed out'));
+  onHead(status: number, headers: string[]): boolean {
+    const r = this.r;
+    if (this.answered) return false;
+    this.answered = true;
+    const f: string[] = [];
+    for (let i = 0; i < headers.length; i += 2) {
+      const name = headers[i];
+      if (!(name.length <= 17 && HOP_RESPONSE.has(name.toLowerCase()))) f.push(name, headers[i + 1]);
+    }
+    r.res.writeStart(status, f, null);
+    return r.method === 'HEAD';
   }
 
-  onError(e: Error): void {
+  onBody(chunk: Buffer): boolean {
+    const res = this.r.res;
+    if (res.write(chunk)) return true;
+    res.once('drain', onClientDrain);
+    return false;
+  }
+
+  onEnd(): void {
+    this.finished = true;
+    this.conn = null;
+    this.r.res.end();
+  }
+
+  onError(e: Error, timeout: boolean, reused: boolean): void {
+    this.conn = null;
+    const r = this.r;
     if (this.answered) {
-      // Bytes after a complete response (beyond its Content-Length) are dropped, as Unit does.
-      if (this.upstream === null || !this.upstream.complete) this.r.res.destroy();
+      // After the header: the client connection is closed (a short body stays short).
+      r.res.destroy();
+      return;
+    }
+    if (reused && !this.streaming && !this.retried && !r.res.destroyed && IDEMPOTENT.has(r.method)) {
+      // A kept-alive connection the server had closed meanwhile: once more on a new one.
+      this.retried = true;
+      this.send();
       return;
     }
     this.answered = true;
-    const status = this.timedOut ? 504 : 502;
-    this.r.conn.log.error(`upstream ${this.name} failed (${(e as NodeJS.ErrnoException).code ?? e.message}) while proxying "${this.r.requestLine}"`);
-    this.r.res.sendError(status);
+    this.finished = true;
+    const code = (e as NodeJS.ErrnoException).code;
+    r.conn.log.error(`upstream ${this.target.name} failed (${code ?? e.message}) while proxying "${r.requestLine}"`);
+    r.res.sendError(timeout ? 504 : 502);
   }
 
   onClientClose(): void {
-    if (!this.r.res.writableFinished) this.up.destroy();
+    const c = this.conn;
+    if (c !== null && !this.finished) {
+      this.conn = null;
+      c.abandon();
+    }
   }
 }
 

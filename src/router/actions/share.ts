@@ -8,6 +8,10 @@
  * a regular file is served (file.ts), a directory reached without a trailing
  * slash is redirected (301, query kept); when every path fails, fallback or the
  * last failure (404/403). Errors other than not-found/forbidden answer 500 at once.
+ *
+ * Files are opened through the cache of open files (file-cache.ts): when the
+ * first path names a cached, unchanged file, the request is answered without
+ * waiting for anything.
  */
 import type { Request } from '../request.ts';
 import { dispatch, enterAction, logFailure, type Action, type Handler } from '../action.ts';
@@ -15,8 +19,9 @@ import { compileTemplate, type Template } from '../variables.ts';
 import { compilePatterns, type PatternSet } from '../pattern.ts';
 import { mimeType } from '../mime.ts';
 import { escapeUri, toByteString } from '../uri.ts';
-import { openShared, type OpenOptions, type Opened } from './share-open.ts';
+import type { OpenOptions } from './share-open.ts';
 import { sendFile } from './file.ts';
+import { cacheKey, fileCache, type FileLookup } from './file-cache.ts';
 
 /** A compiled `share` action. */
 export class ShareHandler implements Handler {
@@ -39,12 +44,41 @@ export class ShareHandler implements Handler {
     this.followSymlinks = o.followSymlinks;
     this.traverseMounts = o.traverseMounts;
     this.fallback = o.fallback;
+    this.plainOptions = { chroot: null, followSymlinks: o.followSymlinks, traverseMounts: o.traverseMounts };
   }
+
+  /** Resolution options without a chroot (a chroot template is expanded per request). */
+  private readonly plainOptions: OpenOptions;
 
   run(r: Request): Handler | null {
     if (r.method !== 'GET' && r.method !== 'HEAD') return this.fail(r, 405);
-    void this.serve(r);
+    if (!this.cached(r)) void this.serve(r);
     return null;
+  }
+
+  /** Serve the first path from the cache of open files if it is there; false otherwise. */
+  private cached(r: Request): boolean {
+    let path = this.paths[0].expand(r);
+    let opts = this.plainOptions;
+    if (this.chroot !== null) {
+      opts = { chroot: this.chroot.expand(r), followSymlinks: this.followSymlinks, traverseMounts: this.traverseMounts };
+    }
+    if (path.endsWith('/')) path += this.index;
+    const f = fileCache.hit(cacheKey(path, opts));
+    if (f === undefined) return false;
+    // The type of a path ending in the index is the index's.
+    const table = r.table.settings.mimeTypes;
+    if (f.mimeTable !== table) {
+      f.mimeType = mimeType(table, path);
+      f.mimeTable = table;
+    }
+    const type = f.mimeType;
+    if (this.types !== null && !this.types.test(type ?? '')) {
+      f.release();
+      return false;
+    }
+    sendFile(r, f, type, path, opts);
+    return true;
   }
 
   /** Take the fallback when there is one, else answer `status`. */
@@ -72,7 +106,7 @@ export class ShareHandler implements Handler {
           type = mimeType(r.table.settings.mimeTypes, path);
           if (this.types !== null && !this.types.test(type ?? '')) { status = 403; continue; }
         }
-        const o: Opened = await openShared(path, opts);
+        const o: FileLookup = await fileCache.open(path, opts);
         if (o.status !== 0) {
           if (o.status === 500) {
             r.conn.log.error(`open("${path}") failed (${o.error})`);
@@ -82,12 +116,11 @@ export class ShareHandler implements Handler {
           status = o.status;
           continue;
         }
-        if (o.stat!.isFile()) {
-          await sendFile(r, o.handle!, o.stat!, type, path, opts);
+        if (o.file !== undefined) {
+          sendFile(r, o.file, type, path, opts);
           return;
         }
-        await o.handle!.close();
-        if (o.stat!.isDirectory() && !dirForm) {
+        if (o.directory === true && !dirForm) {
           const q = r.query;
           r.res.sendEmpty(301, ['Location', escapeUri(r.path) + '/' + (q !== '' ? '?' + q : '')]);
           return;
