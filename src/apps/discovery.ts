@@ -9,30 +9,60 @@ import { execFile } from 'node:child_process';
 import { access, readdir } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { join } from 'node:path';
+import { findPhpCgi, phpCgiVersion } from './php.ts';
 
 /** One available language runtime. */
 export interface ModuleInfo {
-  /** Language name as used in `type`: `python`, later `php`, `perl`, `ruby`. */
+  /** Language name as used in `type`: `python`, `php`, later `perl`, `ruby`. */
   type: string;
   /** Full version, e.g. `3.11.2`. */
   version: string;
-  /** What runs the language: for Python the interpreter path. Shown as `lib` in `/status`. */
+  /** What runs the language: for Python the interpreter path, for PHP the php-cgi path. Shown as `lib` in `/status`. */
   lib: string;
 }
 
 /** System install locations searched for versioned interpreters, in priority order. */
 const PYTHON_DIRS = ['/usr/bin', '/usr/local/bin'];
 const PYTHON_NAME = /^python3\.\d+$/;
+/** Debian's versioned php-cgi binaries (`php-cgi8.2`), beside the `php-cgi` alternative. */
+const PHP_CGI_NAME = /^php-cgi\d+\.\d+$/;
 
 /**
  * Find the available language runtimes: every `python3.X` in `/usr/bin` and
- * `/usr/local/bin` (only when none is there, the `python3` on PATH), each asked
- * for its version. Two interpreters reporting the same version keep the first
- * found (Unit ignores a module with "the same application language version").
- * Sorted by language, then version descending (§5). Never rejects: a runtime
- * that fails to answer is left out.
+ * `/usr/local/bin` (only when none is there, the `python3` on PATH), and PHP:
+ * the `php-cgi` on PATH (findPhpCgi()) then every versioned `php-cgiX.Y` in
+ * those directories, each asked for its version. Two runtimes of a language
+ * reporting the same version keep the first found (Unit ignores a module with
+ * "the same application language version"). Sorted by language, then version
+ * descending (§5). Never rejects: a runtime that fails to answer is left out.
  */
 export async function discoverModules(): Promise<ModuleInfo[]> {
+  const [python, php] = await Promise.all([discoverPython(), discoverPhp()]);
+  return sortModules([...python, ...php]);
+}
+
+/** The PHP runtimes: php-cgi binaries (FastCGI), see discoverModules(). */
+export async function discoverPhp(): Promise<ModuleInfo[]> {
+  const candidates: string[] = [];
+  const first = findPhpCgi();
+  if (first) candidates.push(first);
+  for (const dir of PYTHON_DIRS) {
+    let names: string[];
+    try { names = await readdir(dir); } catch { continue; }
+    for (const n of names.filter((n) => PHP_CGI_NAME.test(n)).sort()) candidates.push(join(dir, n));
+  }
+  const found: ModuleInfo[] = [];
+  const seen = new Set<string>();
+  for (const exe of new Set(candidates)) {
+    const version = await phpCgiVersion(exe);
+    if (!version || seen.has(version)) continue;
+    seen.add(version);
+    found.push({ type: 'php', version, lib: exe });
+  }
+  return found;
+}
+
+async function discoverPython(): Promise<ModuleInfo[]> {
   const candidates: string[] = [];
   for (const dir of PYTHON_DIRS) {
     let names: string[];
@@ -51,7 +81,7 @@ export async function discoverModules(): Promise<ModuleInfo[]> {
     seen.add(version);
     found.push({ type: 'python', version, lib: exe });
   }
-  return sortModules(found);
+  return found;
 }
 
 /** Sort by language name, then by version descending (numeric per component). */

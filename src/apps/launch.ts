@@ -9,6 +9,7 @@ import { basename, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AppSpawnSpec } from './types.ts';
 import { parseType, selectModule, type ModuleInfo } from './discovery.ts';
+import { PhpApp, type PhpAppConfig } from './php.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** The Node preload every `external` app gets in NODE_OPTIONS. */
@@ -46,12 +47,19 @@ export interface PoolConfig {
 
 export interface AppLaunch {
   spec: AppSpawnSpec;
-  transport: 'http' | 'appproto';
+  transport: 'http' | 'appproto' | 'fastcgi';
   /** Requests one process takes at once; Infinity for HTTP apps (they accept what comes). */
   slots: number;
   /** `targets` names in order; empty when the app has none. */
   targets: string[];
   pool: PoolConfig;
+  /** `php`: the application generation (script selection, `$_SERVER`, FastCGI connections). */
+  php?: PhpApp;
+  /**
+   * Whole client connections may be handed to its processes (Node apps with a
+   * fixed number of processes and no `limits`: transport/handoff.ts).
+   */
+  handoff?: boolean;
 }
 
 type Obj = Record<string, unknown>;
@@ -68,15 +76,36 @@ type Obj = Record<string, unknown>;
  *   `<home>/bin/python` for a virtualenv (`home` with a `pyvenv.cfg`; otherwise
  *   `home` becomes PYTHONHOME), running launchers/python/junction_python.py
  *   with the options as JSON in JUNCTION_PYTHON_OPTIONS.
+ * - `php`: the php-cgi of the module selected by `type`, serving FastCGI on
+ *   the socket main hands over (PhpApp.spawnSpec()); one request at a time
+ *   per process.
  *
  * Throws Error(`The module to run "<type>" is not found among the available
  * application modules.`) or `application type "<x>" is not supported`.
  */
+/**
+ * The first `isolation` member that would ask for more than plain process
+ * separation (namespaces, rootfs, id maps, cgroups, no_new_privs), or null.
+ * Such a request is refused rather than silently ignored: an application that
+ * expects a sandbox must not run without one.
+ */
+export function unsupportedIsolation(isolation: unknown): string | null {
+  if (!isolation || typeof isolation !== 'object') return null;
+  const iso = isolation as Obj;
+  const ns = iso.namespaces as Obj | undefined;
+  for (const [k, v] of Object.entries(ns ?? {})) if (v === true) return `namespaces.${k}`;
+  for (const k of ['rootfs', 'uidmap', 'gidmap', 'cgroup']) if (iso[k] !== undefined) return k;
+  if (iso.new_privs === false) return 'new_privs';
+  return null;
+}
+
 export function describeApp(name: string, conf: Obj, ctx: LaunchContext): AppLaunch {
   const type = String(conf.type ?? '');
   const { language } = parseType(type);
   const module = selectModule(type, ctx.modules);
   if (!module) throw new Error(`The module to run "${type}" is not found among the available application modules.`);
+  const unsupported = unsupportedIsolation(conf.isolation);
+  if (unsupported) throw new Error(`application "${name}": the "isolation" option "${unsupported}" is not supported`);
   const cwd = resolve(ctx.cwd ?? process.cwd(), typeof conf.working_directory === 'string' ? conf.working_directory : '.');
   const env = baseEnv(ctx.env ?? process.env);
   if (conf.environment && typeof conf.environment === 'object') {
@@ -105,6 +134,8 @@ export function describeApp(name: string, conf: Obj, ctx: LaunchContext): AppLau
       slots: Infinity,
       targets: [],
       pool,
+      // A connection stays with its process: only where the router need not see requests.
+      handoff: node && pool.spare === pool.max && pool.timeout === 0 && pool.requests === 0,
     };
   }
 
@@ -136,6 +167,25 @@ export function describeApp(name: string, conf: Obj, ctx: LaunchContext): AppLau
       slots: threads,
       targets: targets.map(([n]) => n),
       pool,
+    };
+  }
+
+  if (language === 'php') {
+    const php = new PhpApp(name, conf as unknown as PhpAppConfig, { env: ctx.env, baseDir: ctx.cwd, phpCgi: module.lib || undefined });
+    const spec = php.spawnSpec();
+    // The defaults and the --no-daemon rule apply as for every other type.
+    spec.user = common.user;
+    spec.group = common.group;
+    spec.stdout = common.stdout;
+    spec.stderr = common.stderr;
+    for (const k of ['user', 'group', 'stdout', 'stderr'] as const) if (spec[k] === undefined) delete spec[k];
+    return {
+      spec,
+      transport: 'fastcgi',
+      slots: 1,
+      targets: conf.targets && typeof conf.targets === 'object' ? Object.keys(conf.targets) : [],
+      pool,
+      php,
     };
   }
 

@@ -10,7 +10,7 @@
  * removed or replaced → drained, then stopped, after commit.
  */
 import type {
-  AppHost, AppManagerLike, AppRequest, AppStatus, AppTarget, AppTransaction, AppUpgrade,
+  AppHandoff, AppHost, AppManagerLike, AppRequest, AppStatus, AppTarget, AppTransaction, AppUpgrade,
 } from './types.ts';
 import type { Logger } from '../runtime/log.ts';
 import type { ModuleInfo } from './discovery.ts';
@@ -46,10 +46,18 @@ class Target implements AppTarget {
   }
 }
 
-/** HTTP apps can also take Upgrade (WebSocket) requests, passed through. */
+/**
+ * Targets that take Upgrade (WebSocket) requests: HTTP apps get them passed
+ * through; app-protocol apps get a WebSocket (ASGI) or a plain request (WSGI).
+ */
 class HttpTarget extends Target {
   upgrade(u: AppUpgrade): void {
     this.entry.pool.submit(u as unknown as AppRequest, this.index, u);
+  }
+
+  /** A whole client connection for a Node app's process (transport/handoff.ts). */
+  handoff(h: AppHandoff): boolean {
+    return this.entry.pool.handoff(h);
   }
 }
 
@@ -67,7 +75,7 @@ class AppEntry {
     this.json = json;
     this.launch = launch;
     this.pool = pool;
-    const T = launch.transport === 'http' ? HttpTarget : Target;
+    const T = launch.transport === 'http' || launch.transport === 'appproto' ? HttpTarget : Target;
     launch.targets.forEach((t, i) => this.#targets.set(t, new T(this, i)));
     // A pass without a target uses the first one (Unit).
     this.#default = new T(this, 0);

@@ -29,6 +29,14 @@
  * `$_SERVER` differs from Unit's in what php-cgi adds on its own: the process
  * environment, `FCGI_ROLE`, and `PHP_SELF`, which php-cgi derives as
  * SCRIPT_NAME + PATH_INFO (the same value Unit computes).
+ *
+ * Requests. A process runs one request at a time. Once the pool has all its
+ * processes and every one is busy, each is also given up to WAITING more
+ * requests, which wait in its socket (PhpConnection.slots) — but none behind a
+ * request that has already run SLOW_REQUEST ms, and none with
+ * `limits.timeout`, whose timer starts when a process takes a request. Script
+ * files are checked as Unit does (404/403 by errno), and a script that opened
+ * is trusted for a second before it is checked again.
  */
 import { execFile } from 'node:child_process';
 import { open, realpath, stat } from 'node:fs/promises';
@@ -37,7 +45,9 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { getSystemErrorMessage } from 'node:util';
 import type { AppHost, AppRequest, AppSpawnSpec } from './types.ts';
 import type { AppConnection, Exchange } from './exchange.ts';
-import { FastCgiConnection, type FastCgiExchange, type FastCgiHooks, type FastCgiParams } from './transport/fastcgi.ts';
+import {
+  FastCgiConnection, ParamsEncoder, encodePairs, type FastCgiExchange, type FastCgiHooks, type RequestHead,
+} from './transport/fastcgi.ts';
 import { formatLogLine } from '../runtime/log.ts';
 
 /** One script target: the app object itself, or one `targets` member. */
@@ -78,6 +88,11 @@ export interface PhpAppOptions {
   /** Directory `working_directory` and relative paths resolve against, and the default cwd (default: this process's cwd; Unit: main's). */
   baseDir?: string;
 }
+
+/** Requests that may wait at a busy process behind the one it runs (PhpApp.pipeline). */
+const WAITING = 2;
+/** A process whose request has run this long (ms) is given no more to wait behind it. */
+const SLOW_REQUEST = 10;
 
 /** `SERVER_SOFTWARE` of every request. */
 export const SERVER_SOFTWARE = 'Unit/1.35.0';
@@ -243,8 +258,16 @@ export class PhpApp {
   readonly cwd: string;
   /** `limits.requests` → PHP_FCGI_MAX_REQUESTS (0 = unlimited). */
   readonly maxRequests: number;
+  /**
+   * Whether a busy process is given its next request before it is done with
+   * the current one (FastCgiOptions.pipeline): not with `limits.timeout`,
+   * whose timer must not run while a request waits behind another.
+   */
+  readonly pipeline: boolean;
   readonly #options: PhpAppOptions;
   readonly #targets = new Map<string, PhpTarget>();
+  /** The targets in `targets` order (the pool's target index). */
+  readonly #list: PhpTarget[] = [];
   readonly #first: PhpTarget;
   #phpCgi: string | undefined;
   #skip: Set<string> = new Set();
@@ -256,13 +279,18 @@ export class PhpApp {
     const base = options.baseDir ?? process.cwd();
     this.cwd = conf.working_directory !== undefined ? resolve(base, conf.working_directory) : base;
     this.maxRequests = conf.limits?.requests ?? 0;
+    this.pipeline = !(conf.limits?.timeout);
     this.#options = options;
     this.#phpCgi = options.phpCgi ?? findPhpCgi(this.#baseEnv().PATH);
     const entries: Array<[string, PhpTargetConfig]> = conf.targets
       ? Object.entries(conf.targets)
       : [['', { root: conf.root ?? '', script: conf.script, index: conf.index }]];
-    for (const [tname, t] of entries) this.#targets.set(tname, new PhpTarget(this, t));
-    this.#first = this.#targets.values().next().value!;
+    for (const [tname, t] of entries) {
+      const target = new PhpTarget(this, t);
+      this.#targets.set(tname, target);
+      this.#list.push(target);
+    }
+    this.#first = this.#list[0];
   }
 
   /**
@@ -277,9 +305,7 @@ export class PhpApp {
 
   /** The target at `index` in `targets` order (0 for an app without targets), as the pool numbers them. */
   targetAt(index: number): PhpTarget | undefined {
-    let i = 0;
-    for (const t of this.#targets.values()) if (i++ === index) return t;
-    return undefined;
+    return this.#list[index];
   }
 
   /**
@@ -348,7 +374,9 @@ export class PhpApp {
    *   (exec failed, php-cgi exited at startup).
    */
   connect(pid: number, socket: string): Promise<FastCgiConnection> {
-    return FastCgiConnection.open(socket, { pid, maxRequests: this.maxRequests, writeLog: this.#options.writeLog });
+    return FastCgiConnection.open(socket, {
+      pid, maxRequests: this.maxRequests, writeLog: this.#options.writeLog, pipeline: this.pipeline ? WAITING : 0,
+    });
   }
 
   /**
@@ -382,8 +410,42 @@ export class PhpApp {
   }
 }
 
-/** Per-request state of PhpConnection (Exchange.state). */
-interface PhpExchangeState { fcgi: FastCgiExchange | undefined; abandoned: boolean }
+/**
+ * One request on a PhpConnection (its Exchange.state): the FastCGI hooks wired
+ * to the pool's Exchange (activity → `limits.timeout`, fail, finish), and what
+ * abandon() needs. One object per request, no closures.
+ */
+class PhpRequest implements FastCgiHooks {
+  readonly ex: Exchange;
+  fcgi: FastCgiExchange | undefined = undefined;
+  abandoned = false;
+
+  constructor(ex: Exchange) {
+    this.ex = ex;
+  }
+
+  onActivity(): void {
+    this.ex.activity();
+  }
+
+  onDone(): void {
+    this.ex.finish();
+  }
+
+  fail(status: number): void {
+    this.ex.fail(status);
+  }
+
+  retry(): boolean {
+    return this.ex.requeue();
+  }
+
+  /** The request reached php-cgi (or was answered without it: undefined). */
+  started(x: FastCgiExchange | undefined): void {
+    this.fcgi = x;
+    if (this.abandoned) x?.abandon();
+  }
+}
 
 /**
  * The pool's view of one php-cgi process (AppConnection, src/apps/exchange.ts):
@@ -397,12 +459,18 @@ interface PhpExchangeState { fcgi: FastCgiExchange | undefined; abandoned: boole
 export class PhpConnection implements AppConnection {
   readonly app: PhpApp;
   readonly fcgi: FastCgiConnection;
-  /** Requests one php-cgi process takes at once. */
-  readonly slots = 1;
+  /**
+   * Requests given to one php-cgi process at once: 1, or 1 + WAITING with
+   * PhpApp.pipeline (the others wait in the socket, in order, until the
+   * process is done with the one before; they count for no extra capacity in
+   * the pool's rules, and see canTakeMore()).
+   */
+  readonly slots: number;
 
   constructor(app: PhpApp, fcgi: FastCgiConnection) {
     this.app = app;
     this.fcgi = fcgi;
+    this.slots = app.pipeline ? 1 + WAITING : 1;
   }
 
   /**
@@ -429,7 +497,7 @@ export class PhpConnection implements AppConnection {
       ex.finish();
       return;
     }
-    if (!this.fcgi.available) {
+    if (!this.fcgi.accepting) {
       // Nothing of the request reached this process: another one may take it.
       if (!ex.requeue()) {
         ex.fail(503);
@@ -437,23 +505,29 @@ export class PhpConnection implements AppConnection {
       }
       return;
     }
-    const state: PhpExchangeState = { fcgi: undefined, abandoned: false };
-    ex.state = state;
-    void target.serve(ex.r, this.fcgi, {
-      onActivity: () => ex.activity(),
-      onDone: () => ex.finish(),
-      fail: (status) => ex.fail(status),
-    }).then((x) => {
-      state.fcgi = x;
-      if (state.abandoned) x?.abandon();
-    });
+    const request = new PhpRequest(ex);
+    ex.state = request;
+    const x = target.serve(ex.r, this.fcgi, request);
+    if (x instanceof Promise) void x.then((y) => request.started(y));
+    else request.started(x);
+  }
+
+  /**
+   * Whether a request may be given to this process now, beyond the one it runs
+   * (the pool asks before it makes a request wait here): not when it is full,
+   * nor behind a request that has already run for SLOW_REQUEST ms — a request
+   * known to be slow would hold up the ones waiting behind it while another
+   * process may be free sooner.
+   */
+  canTakeMore(): boolean {
+    return this.fcgi.accepting && this.fcgi.runningFor < SLOW_REQUEST;
   }
 
   abandon(ex: Exchange): void {
-    const state = ex.state as PhpExchangeState | undefined;
-    if (!state) return;
-    state.abandoned = true;
-    state.fcgi?.abandon();
+    const request = ex.state as PhpRequest | undefined;
+    if (!request) return;
+    request.abandoned = true;
+    request.fcgi?.abandon();
   }
 
   /** Drop the connection; a request in flight fails (503, or a closed client connection) and finishes. */
@@ -462,17 +536,58 @@ export class PhpConnection implements AppConnection {
   }
 }
 
-/** Why a request did not reach php-cgi: the response Unit sends instead. */
-type Refusal = { status: 301; location: string } | { status: 403 | 404 } | { status: 503 };
+/**
+ * Why a request did not reach php-cgi: the response Unit sends instead (500:
+ * the request fields do not fit in FastCGI records).
+ */
+type Refusal = { status: 301; location: string } | { status: 403 | 404 } | { status: 500 | 503 };
 
-/** The outcome of script selection: FastCGI params, or a refusal. */
-export type ScriptSelection = { params: FastCgiParams; body?: Buffer } | Refusal;
+/** The outcome of script selection: the request's FastCGI records (and its body when read whole), or a refusal. */
+export type ScriptSelection = { params: RequestHead; body?: Buffer } | Refusal;
+
+/** How long a script file that opened is taken to still open without asking again, ms. */
+const SCRIPT_CHECK_TTL = 1000;
+/** Entries of that cache per target before it starts over. */
+const SCRIPT_CHECK_MAX = 4096;
+
+/** Parameters that are the same for every request of a target, encoded once. */
+interface ConstantParams {
+  /** SERVER_SOFTWARE and SERVER_PROTOCOL, for HTTP/1.1 and HTTP/1.0. */
+  http11: Buffer;
+  http10: Buffer;
+  /** `script` mode: SCRIPT_NAME, SCRIPT_FILENAME, DOCUMENT_ROOT. */
+  script: Buffer | undefined;
+  /** DOCUMENT_ROOT. */
+  root: Buffer;
+}
+
+/** The encoder every request is built in (requests are encoded one at a time, synchronously). */
+const encoder = new ParamsEncoder();
+
+/** `HTTP_` names of request field names (upper case, `-` → `_`), cached. */
+const httpKeys = new Map<string, string>();
+
+function httpKey(name: string): string {
+  let key = httpKeys.get(name);
+  if (key === undefined) {
+    key = `HTTP_${name.toUpperCase().replaceAll('-', '_')}`;
+    if (httpKeys.size >= 4096) httpKeys.clear();
+    httpKeys.set(name, key);
+  }
+  return key;
+}
+
+/** Scratch list of the `HTTP_` names of one request's fields. */
+const fieldKeys: string[] = [];
 
 /** One resolved script target: serves requests on a given process. */
 export class PhpTarget {
   readonly app: PhpApp;
   readonly conf: PhpTargetConfig;
   #resolved: ResolvedTarget | undefined;
+  #constants: ConstantParams | undefined;
+  /** Script files that opened lately → until when that is trusted (Date.now() ms). */
+  #openable = new Map<string, number>();
 
   constructor(app: PhpApp, conf: PhpTargetConfig) {
     this.app = app;
@@ -481,7 +596,17 @@ export class PhpTarget {
 
   /** (Re)resolve root and script; see resolveTarget(). */
   async resolve(cwd: string): Promise<void> {
-    this.#resolved = await resolveTarget(this.conf, cwd);
+    const t = await resolveTarget(this.conf, cwd);
+    this.#resolved = t;
+    this.#constants = {
+      http11: encodePairs(['SERVER_SOFTWARE', SERVER_SOFTWARE, 'SERVER_PROTOCOL', 'HTTP/1.1']),
+      http10: encodePairs(['SERVER_SOFTWARE', SERVER_SOFTWARE, 'SERVER_PROTOCOL', 'HTTP/1.0']),
+      script: t.scriptFilename !== undefined
+        ? encodePairs(['SCRIPT_NAME', t.scriptName!, 'SCRIPT_FILENAME', t.scriptFilename, 'DOCUMENT_ROOT', t.root])
+        : undefined,
+      root: encodePairs(['DOCUMENT_ROOT', t.root]),
+    };
+    this.#openable.clear();
   }
 
   /** The resolved paths (after PhpApp.prepare()). */
@@ -493,31 +618,41 @@ export class PhpTarget {
    * Serve `r` on the php-cgi process behind `conn` (which must be
    * `available`): select the script (§4.4), answer 301/403/404/503 without
    * the process when Unit does, else run it over FastCGI. The process is
-   * busy from this call until `hooks.onDone` (script selection is async and
-   * does not yet mark `conn` busy): give it no other request meanwhile.
-   * `hooks.onDone` is called exactly once, when the process is free again
-   * (right after a refusal). A body with Content-Length is streamed to
-   * php-cgi; a chunked one is read whole first (php-cgi needs
+   * busy from this call until `hooks.onDone` (script selection may be async
+   * and does not mark `conn` busy meanwhile): give it no other request
+   * meanwhile. `hooks.onDone` is called exactly once, when the process is
+   * free again (right after a refusal). A body with Content-Length is
+   * streamed to php-cgi; a chunked one is read whole first (php-cgi needs
    * CONTENT_LENGTH), as Unit's router does.
    * @returns the exchange (for abandon() on `limits.timeout`), or undefined
-   *   when the process was not used.
+   *   when the process was not used; a promise of it when the selection had
+   *   to wait (a file check, a chunked body).
    */
-  async serve(r: AppRequest, conn: FastCgiConnection, hooks: FastCgiHooks): Promise<FastCgiExchange | undefined> {
-    let sel: ScriptSelection;
+  serve(r: AppRequest, conn: FastCgiConnection, hooks: FastCgiHooks): FastCgiExchange | undefined | Promise<FastCgiExchange | undefined> {
+    let sel: ScriptSelection | Promise<ScriptSelection>;
     try {
-      sel = await this.select(r);
+      sel = this.select(r);
     } catch {
       sel = { status: 503 };
     }
-    const fail = hooks.fail ?? ((status: number) => r.fail(status));
+    if (sel instanceof Promise) {
+      return sel.then((s) => this.#run(r, conn, hooks, s), () => this.#run(r, conn, hooks, { status: 503 }));
+    }
+    return this.#run(r, conn, hooks, sel);
+  }
+
+  #run(r: AppRequest, conn: FastCgiConnection, hooks: FastCgiHooks, sel: ScriptSelection): FastCgiExchange | undefined {
     if ('status' in sel) {
-      refuse(r, sel, fail);
+      refuse(r, sel, hooks);
       hooks.onDone(true);
       return undefined;
     }
-    if (!conn.available) {
-      fail(503);
-      hooks.onDone(false);
+    if (!conn.accepting) {
+      // The process went away while the script was chosen: another one may take the request.
+      if (!hooks.retry?.()) {
+        failWith(r, hooks, 503);
+        hooks.onDone(false);
+      }
       return undefined;
     }
     return conn.request(r, sel.params, hooks, sel.body);
@@ -532,47 +667,145 @@ export class PhpTarget {
    *     `http[s]://SERVER_NAME[:port]P/[?query]`; ENOENT/ENOTDIR/ENAMETOOLONG → 404;
    *     EACCES/ELOOP/ENFILE → 403; anything else (an existing file) → 503;
    *   else P.
-   * Then the script must open for reading: 404/403 by errno as above.
+   * Then the script must open for reading: 404/403 by errno as above. A
+   * script that opened is trusted to open for the next second without asking
+   * again (php-cgi answers 404 itself if it went away meanwhile). With
+   * `script`, the file resolved at process start is run as Unit does,
+   * without a check.
+   * @returns the selection, synchronously when nothing had to be waited for.
    */
-  async select(r: AppRequest): Promise<ScriptSelection> {
+  select(r: AppRequest): ScriptSelection | Promise<ScriptSelection> {
     const t = this.#resolved;
     if (!t) return { status: 503 };
+    if (t.scriptFilename !== undefined) return this.#selected(r, t.root, t.scriptName!, t.scriptFilename, undefined);
     let scriptName: string;
-    let scriptFilename: string;
     let pathInfo: string | undefined;
-    if (t.scriptFilename !== undefined) {
-      scriptFilename = t.scriptFilename;
-      scriptName = t.scriptName!;
+    const p = r.path;
+    const at = p.indexOf('.php/');
+    if (at >= 0) {
+      scriptName = p.slice(0, at + 4);
+      pathInfo = p.slice(at + 4);
+    } else if (p.endsWith('/')) {
+      scriptName = p + t.index;
+    } else if (!p.endsWith('.php')) {
+      return this.#notScript(r, t.root + p);
     } else {
-      const p = r.path;
-      const at = p.indexOf('.php/');
-      if (at >= 0) {
-        scriptName = p.slice(0, at + 4);
-        pathInfo = p.slice(at + 4);
-      } else if (p.endsWith('/')) {
-        scriptName = p + t.index;
-      } else if (!p.endsWith('.php')) {
-        return this.#notScript(r, t.root + p);
-      } else {
-        scriptName = p;
-      }
-      scriptFilename = t.root + scriptName;
+      scriptName = p;
     }
+    const scriptFilename = t.root + scriptName;
+    const until = this.#openable.get(scriptFilename);
+    if (until !== undefined && until > Date.now()) return this.#selected(r, t.root, scriptName, scriptFilename, pathInfo);
+    return this.#check(r, t.root, scriptName, scriptFilename, pathInfo);
+  }
+
+  /** Open the script once (it must be readable), then select. */
+  async #check(r: AppRequest, root: string, scriptName: string, scriptFilename: string, pathInfo: string | undefined): Promise<ScriptSelection> {
     try {
       const fh = await open(fsPath(scriptFilename), 'r');
       await fh.close();
     } catch (e) {
+      this.#openable.delete(scriptFilename);
       return fsRefusal(e);
     }
-    const req = r.req;
-    if (req.headers['content-length'] === undefined && req.headers['transfer-encoding'] !== undefined) {
-      // A chunked body is read whole: php-cgi reads exactly CONTENT_LENGTH bytes.
-      const data = await readBody(r);
-      return { params: this.params(r, t.root, scriptName, scriptFilename, pathInfo, data.length), body: data };
+    if (this.#openable.size >= SCRIPT_CHECK_MAX) this.#openable.clear();
+    this.#openable.set(scriptFilename, Date.now() + SCRIPT_CHECK_TTL);
+    return this.#selected(r, root, scriptName, scriptFilename, pathInfo);
+  }
+
+  /** The request's records for the chosen script; a chunked body is read whole first. */
+  #selected(r: AppRequest, root: string, scriptName: string, scriptFilename: string,
+    pathInfo: string | undefined): ScriptSelection | Promise<ScriptSelection> {
+    const h = r.rawHeaders;
+    let contentLength: string | undefined;
+    let chunked = false;
+    for (let i = 0; i < h.length; i += 2) {
+      const n = h[i].length;
+      if (n === 14 && contentLength === undefined && h[i].toLowerCase() === 'content-length') contentLength = h[i + 1];
+      else if (n === 17 && h[i].toLowerCase() === 'transfer-encoding') chunked = true;
     }
-    const params = this.params(r, t.root, scriptName, scriptFilename, pathInfo, undefined);
-    const streamed = req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0';
-    return { params, body: streamed ? undefined : NO_BODY };
+    if (contentLength === undefined && chunked) {
+      // A chunked body is read whole: php-cgi reads exactly CONTENT_LENGTH bytes.
+      return readBody(r).then((data) => this.#encode(r, root, scriptName, scriptFilename, pathInfo, data));
+    }
+    const streamed = contentLength !== undefined && contentLength !== '0';
+    return this.#encode(r, root, scriptName, scriptFilename, pathInfo, streamed ? undefined : NO_BODY);
+  }
+
+  /**
+   * The FastCGI records: `$_SERVER` as Unit fills it (§4.4), in Unit's order.
+   * `body`: the body read whole (chunked; its length becomes CONTENT_LENGTH),
+   * NO_BODY for none, undefined when it is streamed after the records.
+   */
+  #encode(r: AppRequest, root: string, scriptName: string, scriptFilename: string,
+    pathInfo: string | undefined, body: Buffer | undefined): ScriptSelection {
+    const c = this.#constants!;
+    const req = r.req;
+    const readWhole = body !== undefined && body !== NO_BODY;
+    try {
+      const enc = encoder.start();
+      const version = req.httpVersion;
+      if (version === '1.1') enc.block(c.http11);
+      else if (version === '1.0') enc.block(c.http10);
+      else enc.pair('SERVER_SOFTWARE', SERVER_SOFTWARE).pair('SERVER_PROTOCOL', `HTTP/${version}`);
+      if (pathInfo !== undefined && pathInfo !== '') enc.pair('PATH_INFO', pathInfo);
+      if (c.script !== undefined) enc.block(c.script);
+      else enc.pair('SCRIPT_NAME', scriptName).pair('SCRIPT_FILENAME', scriptFilename).block(c.root);
+      enc.pair('REQUEST_METHOD', req.method ?? 'GET')
+        .pair('REQUEST_URI', r.target)
+        .pair('QUERY_STRING', r.query)
+        .pair('REMOTE_ADDR', r.remoteAddr)
+        .pair('SERVER_ADDR', r.localAddr)
+        .pair('SERVER_NAME', r.serverName)
+        .pair('SERVER_PORT', r.localPort);
+      if (r.tls) enc.pair('HTTPS', 'on');
+      // Fields: HTTP_ + upper case, `-` → `_`, repeats joined with ", " at the first one's place.
+      const h = r.rawHeaders;
+      const n = h.length >> 1;
+      let contentType: string | undefined;
+      let contentLength: string | undefined;
+      let repeated = false;
+      for (let j = 0; j < n; j++) {
+        const name = h[2 * j];
+        let key = httpKey(name);
+        if (key === 'HTTP_CONTENT_TYPE') {
+          if (contentType === undefined && name.toLowerCase() === 'content-type') contentType = h[2 * j + 1];
+        } else if (key === 'HTTP_CONTENT_LENGTH') {
+          if (contentLength === undefined && name.toLowerCase() === 'content-length') contentLength = h[2 * j + 1];
+        } else if (readWhole && key === 'HTTP_TRANSFER_ENCODING' && name.toLowerCase() === 'transfer-encoding') {
+          key = '';
+        }
+        fieldKeys[j] = key;
+        if (!repeated && key !== '') {
+          if (n > 32) repeated = true;
+          else for (let m = 0; m < j; m++) if (fieldKeys[m] === key) { repeated = true; break; }
+        }
+      }
+      if (!repeated) {
+        for (let j = 0; j < n; j++) if (fieldKeys[j] !== '') enc.pair(fieldKeys[j], h[2 * j + 1]);
+      } else {
+        const values = new Map<string, string>();
+        for (let j = 0; j < n; j++) {
+          const key = fieldKeys[j];
+          if (key === '') continue;
+          const v = values.get(key);
+          values.set(key, v === undefined ? h[2 * j + 1] : `${v}, ${h[2 * j + 1]}`);
+        }
+        for (const [key, value] of values) enc.pair(key, value);
+      }
+      fieldKeys.length = 0;
+      if (readWhole) {
+        // A chunked body read whole: Unit's router hides Transfer-Encoding and adds Content-Length.
+        contentLength = String(body.length);
+        enc.pair('HTTP_CONTENT_LENGTH', contentLength);
+      }
+      if (contentLength !== undefined) enc.pair('CONTENT_LENGTH', contentLength);
+      if (contentType !== undefined) enc.pair('CONTENT_TYPE', contentType);
+      return { params: enc.finish(body === NO_BODY), body: readWhole ? body : undefined };
+    } catch {
+      // A field too large for one FastCGI record (Unit: 500).
+      fieldKeys.length = 0;
+      return { status: 500 };
+    }
   }
 
   async #notScript(r: AppRequest, file: string): Promise<Refusal> {
@@ -588,58 +821,6 @@ export class PhpTarget {
     const showPort = port !== '' && !(r.tls ? port === '443' : port === '80');
     const location = `${r.tls ? 'https' : 'http'}://${r.serverName}${showPort ? `:${port}` : ''}${r.path}/${r.query !== '' ? `?${r.query}` : ''}`;
     return { status: 301, location };
-  }
-
-  /** The FastCGI params: `$_SERVER` as Unit fills it (§4.4), in Unit's order. */
-  params(r: AppRequest, root: string, scriptName: string, scriptFilename: string,
-    pathInfo: string | undefined, readLength: number | undefined): FastCgiParams {
-    const req = r.req;
-    const p: string[] = [
-      'SERVER_SOFTWARE', SERVER_SOFTWARE,
-      'SERVER_PROTOCOL', `HTTP/${req.httpVersion}`,
-    ];
-    if (pathInfo !== undefined && pathInfo !== '') p.push('PATH_INFO', pathInfo);
-    p.push(
-      'SCRIPT_NAME', scriptName,
-      'SCRIPT_FILENAME', scriptFilename,
-      'DOCUMENT_ROOT', root,
-      'REQUEST_METHOD', req.method ?? 'GET',
-      'REQUEST_URI', r.target,
-      'QUERY_STRING', r.query,
-      'REMOTE_ADDR', r.remoteAddr,
-      'SERVER_ADDR', r.localAddr,
-      'SERVER_NAME', r.serverName,
-      'SERVER_PORT', r.localPort,
-    );
-    if (r.tls) p.push('HTTPS', 'on');
-    // Fields: HTTP_ + upper case, `-` → `_`, repeats joined with ", " at the first one's place.
-    const h = r.rawHeaders;
-    const at = new Map<string, number>();
-    let contentType: string | undefined;
-    let contentLength: string | undefined;
-    for (let i = 0; i < h.length; i += 2) {
-      const name = h[i];
-      const lower = name.toLowerCase();
-      if (readLength !== undefined && lower === 'transfer-encoding') continue;
-      if (lower === 'content-type' && contentType === undefined) contentType = h[i + 1];
-      if (lower === 'content-length' && contentLength === undefined) contentLength = h[i + 1];
-      const key = `HTTP_${name.toUpperCase().replaceAll('-', '_')}`;
-      const seen = at.get(key);
-      if (seen === undefined) {
-        at.set(key, p.length + 1);
-        p.push(key, h[i + 1]);
-      } else {
-        p[seen] += `, ${h[i + 1]}`;
-      }
-    }
-    if (readLength !== undefined) {
-      // A chunked body read whole: Unit's router hides Transfer-Encoding and adds Content-Length.
-      contentLength = String(readLength);
-      p.push('HTTP_CONTENT_LENGTH', contentLength);
-    }
-    if (contentLength !== undefined) p.push('CONTENT_LENGTH', contentLength);
-    if (contentType !== undefined) p.push('CONTENT_TYPE', contentType);
-    return p;
   }
 }
 
@@ -666,14 +847,20 @@ function fsRefusal(e: unknown): Refusal {
   }
 }
 
-/** Send a refusal: 301/403/404 are the app's own responses (empty body); 503 is the router's error. */
-function refuse(r: AppRequest, s: Refusal, fail: (status: number) => void): void {
+/** Answer with the router's error page through `hooks.fail` (the pool's), else `r.fail`. */
+function failWith(r: AppRequest, hooks: FastCgiHooks, status: number): void {
+  if (hooks.fail) hooks.fail(status);
+  else r.fail(status);
+}
+
+/** Send a refusal: 301/403/404 are the app's own responses (empty body); 500/503 are the router's errors. */
+function refuse(r: AppRequest, s: Refusal, hooks: FastCgiHooks): void {
   const res = r.res;
-  if (s.status === 503 || res.headersSent) {
-    fail(503);
+  if (s.status >= 500 || res.headersSent) {
+    failWith(r, hooks, s.status >= 500 ? s.status : 503);
     return;
   }
-  if (s.status === 301) res.setHeader('Location', s.location);
-  res.writeHead(s.status);
+  if (s.status === 301) res.writeHead(301, ['Location', s.location]);
+  else res.writeHead(s.status);
   res.end();
 }

@@ -13,12 +13,14 @@
  * `idle_timeout`; the first `spare` idle ones are kept ("spare list").
  */
 import { performance } from 'node:perf_hooks';
-import type { AppHost, AppRequest, AppStatus, AppUpgrade } from './types.ts';
+import type { AppHandoff, AppHost, AppRequest, AppStatus, AppUpgrade } from './types.ts';
 import type { Logger } from '../runtime/log.ts';
 import { writeRawError, type AppConnection, type Exchange } from './exchange.ts';
 import type { AppLaunch, PoolConfig } from './launch.ts';
 import { HttpConnection } from './transport/http.ts';
+import { HandoffChannel, HeldConnection } from './transport/handoff.ts';
 import { AppProtoConnection } from './transport/appproto.ts';
+import { PhpConnection } from './php.ts';
 
 /** What a pool needs from its manager. */
 export interface PoolEnv {
@@ -243,22 +245,45 @@ export class Pool {
     const env = this.#env;
     const launch = this.launch;
     try {
-      const { pid, socket } = await env.host.spawn(launch.spec);
+      // Node apps that may take whole connections get a channel for them (fd 5).
+      const channel = launch.handoff && env.host.channelPath !== undefined
+        ? await HandoffChannel.connect(env.host.channelPath).catch(() => undefined) : undefined;
+      let spawned: Awaited<ReturnType<AppHost['spawn']>>;
+      try {
+        spawned = await env.host.spawn(channel ? { ...launch.spec, channel: channel.token } : launch.spec);
+      } catch (e) {
+        channel?.close();
+        throw e;
+      }
+      const { pid, socket } = spawned;
       p.pid = pid;
       env.track(pid, p);
       const lost = () => this.#lost(p);
       let conn: AppConnection;
       if (launch.transport === 'appproto') {
         const c = await AppProtoConnection.connect(socket, { onLost: lost });
-        p.slots = Math.min(c.slots, Number.isFinite(launch.slots) ? launch.slots : c.slots);
-        p.threads = p.slots;
+        // Capacity is the configured threads; the process may take more at once (ASGI) or
+        // queue more, taken in order (WSGI pipelining) — unless limits.timeout must start
+        // when a thread takes the request.
+        p.threads = Math.min(c.slots, Number.isFinite(launch.slots) ? launch.slots : c.slots);
+        p.slots = this.conf.timeout > 0 ? c.slots : c.slots + c.queue;
         conn = c;
         if (p.state !== 'starting') {
           c.close();
           throw new Error(`"${this.name}" application failed to start`);
         }
+      } else if (launch.transport === 'fastcgi') {
+        // php-cgi: one request at a time (and some waiting, see PhpConnection.slots); connect() resolves roots and waits for FastCGI answers.
+        const c = await PhpConnection.connect(launch.php!, pid, socket, { onLost: lost });
+        p.slots = c.slots;
+        p.threads = 1;
+        conn = c;
+        if (p.state !== 'starting' || c.fcgi.closed) {
+          c.close();
+          throw new Error(`"${this.name}" application failed to start`);
+        }
       } else {
-        conn = new HttpConnection(socket, lost);
+        conn = new HttpConnection(socket, lost, channel);
         p.slots = launch.slots;
         p.threads = Number.isFinite(launch.slots) ? launch.slots : 1;
       }
@@ -280,6 +305,7 @@ export class Pool {
       this.#ready.push(p);
       this.capacity += p.threads;
       this.#dispatch();
+      this.#flushHandoffs();
       if (p.inflight === 0) this.#procIdle(p);
       this.#fill();
     }
@@ -299,7 +325,10 @@ export class Pool {
     }
     env.log.alert(e?.message ?? String(e));
     env.log.warn(`failed to start application "${this.name}"`);
-    if (this.processes === 0) this.#failQueued(503);
+    if (this.processes === 0) {
+      this.#failQueued(503);
+      this.#returnHandoffs();
+    }
     this.#checkGone();
   }
 
@@ -323,18 +352,27 @@ export class Pool {
   #pick(): Proc | undefined {
     if (this.#spareIdle.length) return this.#spareIdle[this.#spareIdle.length - 1];
     if (this.#overflowIdle.length) return this.#overflowIdle[this.#overflowIdle.length - 1];
+    // php: a request waits at a busy process (PhpConnection.slots) only once the
+    // pool has all the processes it may have (until then it waits for a new one),
+    // and not behind a request known to be slow (PhpConnection.canTakeMore).
+    const php = this.launch.transport === 'fastcgi';
+    const startFirst = php && this.processes + this.pending < this.conf.max;
     let best: Proc | undefined;
     for (const p of this.#ready) {
-      if (p.inflight < p.slots && (!best || p.inflight < best.inflight)) best = p;
+      if (p.inflight >= p.slots) continue;
+      if (php && p.inflight >= p.threads && (startFirst || !(p.conn as PhpConnection).canTakeMore())) continue;
+      if (!best || p.inflight < best.inflight) best = p;
     }
     return best;
   }
 
   #dispatch(): void {
-    const q = this.#queue;
-    while (this.#qHead < q.length) {
+    // The queue is read afresh each turn: a transport may give a request back
+    // (requeue(), which dispatches too) from within #assign.
+    while (this.#qHead < this.#queue.length) {
       const p = this.#pick();
       if (!p) break;
+      const q = this.#queue;
       const job = q[this.#qHead]!;
       q[this.#qHead++] = undefined;
       if (job.gone()) {
@@ -344,6 +382,7 @@ export class Pool {
       }
       this.#assign(job, p);
     }
+    const q = this.#queue;
     if (this.#qHead === q.length) {
       this.#queue = [];
       this.#qHead = 0;
@@ -559,6 +598,7 @@ export class Pool {
   retire(successor?: Pool): void {
     if (this.retired) return;
     this.retired = true;
+    this.#returnHandoffs();
     if (this.#backoff) { clearTimeout(this.#backoff); this.#backoff = null; }
     if (this.#idleTimer) { clearTimeout(this.#idleTimer); this.#idleTimer = null; }
     if (successor && this.#queued() > 0) {
@@ -588,6 +628,7 @@ export class Pool {
   shutdown(graceful: boolean): void {
     this.stopped = true;
     this.retired = true;
+    this.#returnHandoffs();
     if (this.#backoff) { clearTimeout(this.#backoff); this.#backoff = null; }
     if (this.#idleTimer) { clearTimeout(this.#idleTimer); this.#idleTimer = null; }
     this.#failQueued(503);
@@ -605,6 +646,43 @@ export class Pool {
     if (this.#gone || !this.retired || this.procs.size > 0 || this.active > 0 || this.#queued() > 0) return;
     this.#gone = true;
     this.#env.gone(this);
+  }
+
+  /**
+   * A client connection offered whole (transport/handoff.ts): to the ready
+   * process holding the fewest, or held until a starting one is ready.
+   * @returns false when no process can take it: the router serves it.
+   */
+  handoff(h: AppHandoff): boolean {
+    if (!this.launch.handoff || this.retired || HeldConnection.refused(h.socket)) return false;
+    let best: HttpConnection | undefined;
+    for (const p of this.#ready) {
+      const c = p.conn as HttpConnection;
+      if (p.accepting && c.canHandoff && (best === undefined || c.direct < best.direct)) best = c;
+    }
+    if (best !== undefined) return best.handoff(h);
+    if (this.pending === 0) return false;
+    const held = HeldConnection.hold(h);
+    if (held === null) return false;
+    this.#held.push(held);
+    return true;
+  }
+
+  /** Connections held for processes being started. */
+  #held: HeldConnection[] = [];
+
+  /** A process became ready: give it its share of the held connections. */
+  #flushHandoffs(): void {
+    if (this.#held.length === 0) return;
+    const share = Math.ceil(this.#held.length / (this.pending + 1));
+    for (const held of this.#held.splice(0, share)) {
+      if (!this.handoff(held.release())) held.h.reinject(held.h.socket);
+    }
+  }
+
+  /** No process will take the held connections: the router serves them. */
+  #returnHandoffs(): void {
+    for (const held of this.#held.splice(0)) held.refuse();
   }
 
   /** Whether the pool has nothing left (all processes exited, no request). */

@@ -13,6 +13,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
 
 /** What main needs to start one application process. */
 export interface AppSpawnSpec {
@@ -37,6 +38,12 @@ export interface AppSpawnSpec {
    * by `JUNCTION_READY_FD`) before resolving; otherwise resolve on successful exec.
    */
   waitReady: boolean;
+  /**
+   * Token of a connection channel the router opened to main's rendezvous socket
+   * (transport/handoff.ts): that connection becomes the process's fd 5, Node's
+   * IPC channel (`NODE_CHANNEL_FD=5`). Only for Node applications.
+   */
+  channel?: string;
 }
 
 /**
@@ -52,6 +59,8 @@ export interface AppHost {
   spawn(spec: AppSpawnSpec): Promise<AppSpawnResult>;
   /** Signal a process started through spawn(). */
   kill(pid: number, signal?: NodeJS.Signals): void;
+  /** Main's rendezvous socket for connection channels; absent: no connection hand-off. */
+  channelPath?: string;
 }
 
 /** One request handed to an application, with the metadata Unit gives apps (spec/applications.md §4.1). */
@@ -66,6 +75,8 @@ export interface AppRequest {
   query: string;
   /** Client address after forwarded/client_ip processing; `unix:` form for Unix peers. */
   remoteAddr: string;
+  /** Client port after forwarded/client_ip processing; 0 (or absent) for Unix peers. */
+  remotePort?: number;
   /** Listener-side address and port ('' port for Unix listeners). */
   localAddr: string;
   localPort: string;
@@ -84,10 +95,35 @@ export interface AppUpgrade extends Omit<AppRequest, 'res' | 'fail'> {
   head: Buffer;
 }
 
+/**
+ * An accepted client connection, nothing read from it yet, offered whole to an
+ * application process: for a listener that passes straight to a Node
+ * application, with nothing of the router in between (no access log,
+ * forwarded, compression; docs/external-apps.md, "Connection hand-off").
+ */
+export interface AppHandoff {
+  socket: Socket;
+  /** `Server` field value (`settings.http.server_version`). */
+  server: string;
+  /** `settings.http.idle_timeout`, ms. */
+  idleTimeout: number;
+  /** `settings.http.max_body_size`, bytes. */
+  maxBodySize: number;
+  /** The `/status` counters: the process reports requests and closed connections into them. */
+  counters: { accepted: number; closed: number; requests: number };
+  /** Take back a connection the process returns (it is quitting) and serve it as newly accepted. */
+  reinject(socket: Socket): void;
+}
+
 /** A resolved `pass: "applications/NAME[/TARGET]"`. */
 export interface AppTarget {
   serve(r: AppRequest): void;
   upgrade?(u: AppUpgrade): void;
+  /**
+   * Give the connection to a process of the application (which then serves it
+   * alone). @returns false when it cannot now: the router serves it.
+   */
+  handoff?(h: AppHandoff): boolean;
 }
 
 export interface AppStatus {

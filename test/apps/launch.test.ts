@@ -4,6 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { discoverModules, selectModule, parseType, sortModules, type ModuleInfo } from '../../src/apps/discovery.ts';
 import { describeApp, poolConfig, runsNode, withoutUnitLoader, NODE_PRELOAD, PYTHON_LAUNCHER } from '../../src/apps/launch.ts';
 
@@ -14,13 +15,19 @@ const mods: ModuleInfo[] = [
   { type: 'python', version: '3.12.1', lib: '/usr/local/bin/python3.12' },
 ];
 
-test('discoverModules finds the system Python with its full version', async () => {
+test('discoverModules finds the system Python and php-cgi with their full versions', async () => {
   const found = await discoverModules();
   const py = found.find((m) => m.lib === '/usr/bin/python3.11');
   assert.ok(py, JSON.stringify(found));
   assert.equal(py.type, 'python');
   assert.match(py.version, /^3\.11\.\d+$/);
   assert.deepEqual(found, sortModules(found));
+  const php = found.find((m) => m.type === 'php');
+  if (fs.existsSync('/usr/bin/php-cgi')) {
+    assert.ok(php, JSON.stringify(found));
+    assert.match(php.version, /^\d+\.\d+\.\d+$/);
+    assert.match(php.lib, /\/php-cgi/);
+  }
 });
 
 test('type parsing and version selection at component boundaries (§2.2)', () => {
@@ -96,5 +103,36 @@ test('python: interpreter of the selected module, launcher, options in the envir
   assert.equal(home.spec.env.PYTHONHOME, '/opt/not-a-venv');
   assert.throws(() => describeApp('x', { type: 'python 9', module: 'm' }, { modules: mods }),
     { message: 'The module to run "python 9" is not found among the available application modules.' });
-  assert.throws(() => describeApp('x', { type: 'php', root: '/' }, { modules: mods }), /not supported/);
+  assert.throws(() => describeApp('x', { type: 'ruby', script: 'config.ru' }, { modules: mods }),
+    { message: 'The module to run "ruby" is not found among the available application modules.' });
+});
+
+test('php: php-cgi of the selected module on fd 0, FastCGI, one request per process (§3.3)', () => {
+  const a = describeApp('site', {
+    type: 'php 8', root: 'www', working_directory: '/srv', environment: { A: 'b' }, stdout: 'out.log',
+    options: { admin: { memory_limit: '64M' } }, limits: { requests: 7 },
+  }, { modules: mods, env: { PATH: '/usr/bin', NODE_CHANNEL_FD: '3' } });
+  assert.equal(a.transport, 'fastcgi');
+  assert.equal(a.slots, 1);
+  assert.deepEqual(a.targets, []);
+  assert.ok(a.php);
+  assert.equal(a.php.cwd, '/srv');
+  assert.equal(a.spec.executable, '/bin/sh');
+  assert.deepEqual(a.spec.arguments.slice(2), ['/usr/bin/php-cgi8.2', '-d', 'memory_limit=64M']);
+  assert.equal(a.spec.cwd, '/srv');
+  assert.equal(a.spec.waitReady, false);
+  assert.equal(a.spec.stdout, 'out.log');
+  assert.equal(a.spec.env.A, 'b');
+  assert.equal(a.spec.env.PHP_FCGI_CHILDREN, '0');
+  assert.equal(a.spec.env.PHP_FCGI_MAX_REQUESTS, '7');
+  assert.equal('NODE_CHANNEL_FD' in a.spec.env, false);
+  const t = describeApp('site', { type: 'php', targets: { one: { root: '/a' }, two: { root: '/b', script: 'i.php' } }, stdout: 'out.log' },
+    { modules: mods, noDaemon: true, user: 'unit', group: 'unit' });
+  assert.deepEqual(t.targets, ['one', 'two']);
+  assert.equal(t.spec.stdout, undefined);
+  assert.deepEqual([t.spec.user, t.spec.group], ['unit', 'unit']);
+  const own = describeApp('site', { type: 'php', root: '/a', user: 'www' }, { modules: mods, user: 'unit', group: 'unit' });
+  assert.deepEqual([own.spec.user, own.spec.group], ['www', undefined]);
+  assert.throws(() => describeApp('x', { type: 'php 7', root: '/' }, { modules: mods }),
+    { message: 'The module to run "php 7" is not found among the available application modules.' });
 });

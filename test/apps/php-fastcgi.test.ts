@@ -10,7 +10,9 @@ import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
-import { FastCgiConnection, decodeNameValues, encodeNameValues, parseCgiHeader } from '../../src/apps/transport/fastcgi.ts';
+import {
+  FastCgiConnection, ParamsEncoder, decodeNameValues, encodeNameValues, encodePairs, parseCgiHeader,
+} from '../../src/apps/transport/fastcgi.ts';
 import type { AppRequest } from '../../src/apps/types.ts';
 import { tempDir } from './php-harness.ts';
 
@@ -46,6 +48,8 @@ const SCRIPTS: Record<string, () => Buffer | null> = {
     return Buffer.concat([...[...text].map((c, i) => out(c, i % 8)), end()]);
   },
   '/location': () => Buffer.concat([out('Location: /there\r\n\r\n'), end()]),
+  // Answered only once the next request on the connection has arrived (see respond()).
+  '/wait-next': () => Buffer.concat([out('Content-Type: text/plain\r\n\r\nfirst'), end()]),
 };
 
 let tmp: string;
@@ -61,6 +65,7 @@ function respond(sock: net.Socket): void {
   connections++;
   let buf = Buffer.alloc(0);
   let params = Buffer.alloc(0);
+  let deferred: Buffer | null = null;
   sock.on('data', (chunk: Buffer) => {
     buf = Buffer.concat([buf, chunk]);
     while (buf.length >= 8) {
@@ -80,6 +85,8 @@ function respond(sock: net.Socket): void {
         params = Buffer.alloc(0);
         const reply = uri in SCRIPTS ? SCRIPTS[uri]() : Buffer.concat([out('Status: 404\r\n\r\n'), end()]);
         if (reply === null) { sock.destroy(); return; }
+        if (uri === '/wait-next') { deferred = reply; continue; }
+        if (deferred) { sock.write(deferred); deferred = null; }
         sock.write(reply);
       }
     }
@@ -188,7 +195,84 @@ test('parseCgiHeader', () => {
   assert.deepEqual(parseCgiHeader('Set-Cookie: a=1\nSet-Cookie: b=2'), { status: 200, fields: ['Set-Cookie', 'a=1', 'Set-Cookie', 'b=2'] });
   assert.equal(parseCgiHeader('nocolon'), null);
   assert.equal(parseCgiHeader('Status: 2000'), null);
+  assert.deepEqual(parseCgiHeader('X-A:  spaced value \t\r\n\r\n'), { status: 200, fields: ['X-A', 'spaced value'] });
+  // What Node would refuse to send is a malformed response.
+  assert.equal(parseCgiHeader('X-A: bell\x07'), null);
+  assert.equal(parseCgiHeader('Bad Name: v'), null);
+  assert.equal(parseCgiHeader(': v'), null);
 });
+
+/** The records of `buf` as [type, content] pairs. */
+function records(buf: Buffer): Array<[number, Buffer]> {
+  const out: Array<[number, Buffer]> = [];
+  for (let o = 0; o < buf.length;) {
+    const len = buf.readUInt16BE(o + 4);
+    out.push([buf[o + 1], buf.subarray(o + 8, o + 8 + len)]);
+    o += 8 + len + buf[o + 6];
+  }
+  return out;
+}
+
+test('ParamsEncoder: BEGIN_REQUEST, parameters in records of at most 64 KiB, the stream ends', () => {
+  const enc = new ParamsEncoder();
+  const constant = encodePairs(['SERVER_SOFTWARE', 'Unit/1.35.0']);
+  enc.start().block(constant);
+  for (let i = 0; i < 30; i++) enc.pair(`N${i}`, 'v'.repeat(5000));
+  enc.pair('EMPTY', '');
+  const head = enc.finish(true);
+  assert.equal(head.complete, true);
+  const recs = records(head.bytes);
+  assert.deepEqual(recs[0], [1, Buffer.from([0, 1, 1, 0, 0, 0, 0, 0])]);
+  const params = recs.filter(([t]) => t === 4);
+  assert.ok(params.length >= 4);
+  for (const [, c] of params) assert.ok(c.length <= 0xffff);
+  assert.equal(params[params.length - 1][1].length, 0);
+  assert.deepEqual(recs[recs.length - 1], [5, Buffer.alloc(0)]);
+  const seen: Record<string, string> = {};
+  for (const [, c] of params) Object.assign(seen, decodeNameValues(c));
+  assert.equal(seen.SERVER_SOFTWARE, 'Unit/1.35.0');
+  assert.equal(seen.N29, 'v'.repeat(5000));
+  assert.equal(seen.EMPTY, '');
+  // The scratch buffer is reused: a second request does not carry the first one's bytes.
+  const again = enc.start().pair('A', 'b').finish(false);
+  assert.equal(again.complete, false);
+  assert.deepEqual(records(again.bytes).map(([t, c]) => [t, c.length]), [[1, 8], [4, 4], [4, 0]]);
+  assert.throws(() => enc.start().pair('BIG', 'x'.repeat(70_000)), RangeError);
+});
+
+test('pipeline: a second request is sent while the first runs; both are answered in turn', async () => {
+  const pconn = await FastCgiConnection.open(socketPath, { writeLog: () => {}, pipeline: 1 });
+  const srv = http.createServer((req, res) => {
+    const r: AppRequest = {
+      req, res, target: req.url!, path: req.url!, query: '', remoteAddr: '', localAddr: '', localPort: '',
+      serverName: 'localhost', tls: false, rawHeaders: req.rawHeaders,
+      fail(status) { res.writeHead(status).end(); },
+    };
+    if (!pconn.accepting) { res.writeHead(500).end('not accepting'); return; }
+    pconn.request(r, ['REQUEST_URI', req.url!], { onDone() {} }, Buffer.alloc(0));
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const p = (srv.address() as net.AddressInfo).port;
+  try {
+    // The responder holds /wait-next until the next request arrives on the same connection.
+    const first = fetch(`http://127.0.0.1:${p}/wait-next`).then(async (res) => [res.status, await res.text()]);
+    await waitUntil(() => pconn.busy);
+    assert.equal(pconn.accepting, true);
+    const second = await fetch(`http://127.0.0.1:${p}/ok`);
+    assert.equal(second.status, 200);
+    assert.equal(await second.text(), 'hello');
+    assert.deepEqual(await first, [200, 'first']);
+    assert.equal(pconn.busy, false);
+    assert.equal(pconn.requests, 2);
+  } finally {
+    pconn.destroy();
+    await new Promise<void>((r) => srv.close(() => r()));
+  }
+});
+
+async function waitUntil(fn: () => boolean): Promise<void> {
+  while (!fn()) await new Promise((r) => setTimeout(r, 5));
+}
 
 test('encodeNameValues keeps each pair inside one record', () => {
   const pairs: string[] = [];

@@ -113,6 +113,8 @@ export class PhpServer {
   #busy = false;
   #starting: Promise<void> | undefined;
   target: string | undefined;
+  /** Called with each request before it is queued (to tamper with it in a test). */
+  onRequest: ((r: AppRequest) => void) | undefined;
 
   constructor(conf: PhpAppConfig, dir: string, target?: string) {
     this.host = new TestHost(dir);
@@ -170,6 +172,7 @@ export class PhpServer {
         res.end(body);
       },
     };
+    this.onRequest?.(r);
     this.#queue.push(() => void this.#run(r));
     this.#next();
   }

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { PhpServer, FIXTURES, WWW, tempDir } from './php-harness.ts';
+import { decodeNameValues } from '../../src/apps/transport/fastcgi.ts';
 
 type Json = Record<string, unknown>;
 interface Info { server: Record<string, string>; get: Json; cookie: Json; cwd: string; env: string | false }
@@ -261,8 +262,15 @@ test('TLS requests: HTTPS=on, https redirects; default ports are left out of Loc
   });
   const sel = await target.select(make('/server.php', true, '443'));
   assert.ok('params' in sel);
+  // The records: BEGIN_REQUEST, then PARAMS records up to the empty one.
+  const bytes = sel.params.bytes;
   const params = new Map<string, string>();
-  for (let i = 0; i < sel.params.length; i += 2) params.set(sel.params[i], sel.params[i + 1]);
+  for (let o = 0; o < bytes.length;) {
+    const type = bytes[o + 1];
+    const length = bytes.readUInt16BE(o + 4);
+    if (type === 4) for (const [k, v] of Object.entries(decodeNameValues(bytes.subarray(o + 8, o + 8 + length)))) params.set(k, v);
+    o += 8 + length + bytes[o + 6];
+  }
   assert.equal(params.get('HTTPS'), 'on');
   assert.equal(params.get('SERVER_PORT'), '443');
   assert.equal(params.get('REMOTE_ADDR'), '10.0.0.1');

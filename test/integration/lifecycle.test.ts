@@ -150,3 +150,51 @@ describe('processes', () => {
     assert.equal((await j.api('GET', '/config')).status, 200);
   });
 });
+
+describe('failures around main', () => {
+  test('application processes end when main is killed outright', async (t) => {
+    const j = await Junction.start();
+    t.after(() => j.cleanup());
+    const port = await freePort();
+    await j.configure({
+      listeners: { [`127.0.0.1:${port}`]: { pass: 'applications/express' } },
+      applications: {
+        express: { type: 'external', working_directory: path.join(FIXTURES, 'express'), executable: process.execPath, arguments: ['app.js'] },
+      },
+    });
+    const app = JSON.parse((await get(port, '/pid')).body).pid as number;
+    j.proc!.kill('SIGKILL');
+    const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+    await waitFor(() => !alive(app), 'the app process to end');
+  });
+
+  test('a Unix listener socket left behind by a killed daemon is replaced at restart', async (t) => {
+    const j = await Junction.start();
+    t.after(() => j.cleanup());
+    const sock = path.join(j.dir, 'listener.sock');
+    const conf = { listeners: { [`unix:${sock}`]: { pass: 'routes' } }, routes: [{ action: { return: 204 } }] };
+    await j.configure(conf);
+    j.proc!.kill('SIGKILL');
+    await waitFor(() => j.proc!.exitCode !== null || j.proc!.signalCode !== null, 'main to die');
+    await waitFor(() => j.pidsOf('junction: router').length === 0, 'router to end');
+    assert.ok(fs.existsSync(sock), 'the socket file was left behind');
+    await j.run();
+    assert.deepEqual((await j.api('GET', '/config')).json, conf);
+    const { request } = await import('./harness.ts');
+    assert.equal((await request({ socketPath: sock, path: '/' })).status, 204);
+  });
+
+  test('an application asking for isolation Junction cannot give is refused, not run unprotected', async (t) => {
+    const j = await Junction.start();
+    t.after(() => j.cleanup());
+    const r = await j.api('PUT', '/config/applications', {
+      sandboxed: { type: 'external', executable: '/bin/true', isolation: { namespaces: { pid: true } } },
+    });
+    assert.equal(r.status, 500);
+    assert.match(r.json.detail, /"isolation" option "namespaces\.pid" is not supported/);
+    const plain = await j.api('PUT', '/config/applications', {
+      fine: { type: 'external', executable: process.execPath, arguments: [path.join(FIXTURES, 'express', 'app.js')], isolation: { namespaces: { pid: false } } },
+    });
+    assert.equal(plain.status, 200, plain.body);
+  });
+});
