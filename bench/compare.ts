@@ -7,7 +7,7 @@
  * with the median req/s.
  */
 import { mismatch, verify } from './expect.ts';
-import { freePort, lastLine, sleep } from './proc.ts';
+import { freePort, lastLine, sleep, treeCpu } from './proc.ts';
 import type { LoadScenario, Shared } from './scenarios.ts';
 import type { JunctionDaemon, JunctionKeeper } from './servers/junction.ts';
 import type { LoadRow } from './table.ts';
@@ -25,6 +25,8 @@ export interface Plan {
 interface Contender {
   row: LoadRow;
   port?: number;
+  /** Root of the server's process tree, for its CPU time. */
+  pid?: number;
   stop(): Promise<void>;
   results: WrkResult[];
 }
@@ -60,6 +62,7 @@ async function startJunction(sc: LoadScenario, env: RunEnv, keeper: JunctionKeep
     await j.configure(sc.junction(env, port, shared));
     await junctionReady(j, port, sc);
     c.port = port;
+    c.pid = j.proc.pid;
   } catch (e) {
     c.row.na = message(e);
   }
@@ -74,10 +77,19 @@ async function startReference(sc: LoadScenario, i: number, env: RunEnv, shared: 
     c.stop = () => running.stop();
     await verify(running.port, sc.path, sc.expect);
     c.port = running.port;
+    c.pid = running.pid;
   } catch (e) {
     c.row.na = message(e);
   }
   return c;
+}
+
+/** One measured wrk run on `c`, with the CPU time its processes spent per request. */
+async function measure(c: Contender, url: string, load: Plan['load']): Promise<WrkResult> {
+  const before = c.pid !== undefined ? treeCpu(c.pid) : NaN;
+  const r = await wrk(url, load);
+  if (c.pid !== undefined && r.requests > 0) r.cpuPerRequest = (treeCpu(c.pid) - before) / r.requests;
+  return r;
 }
 
 /** The result with the median req/s (the lower middle one for an even count). */
@@ -114,7 +126,7 @@ export async function compare(sc: LoadScenario, env: RunEnv, keeper: JunctionKee
     }
     for (let round = 0; round < plan.rounds; round++) {
       for (const c of ready()) {
-        try { c.results.push(await wrk(url(c), plan.load)); } catch (e) { c.row.na = message(e); }
+        try { c.results.push(await measure(c, url(c), plan.load)); } catch (e) { c.row.na = message(e); }
       }
     }
     for (const c of contenders) {

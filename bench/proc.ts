@@ -204,6 +204,30 @@ export function treeRss(root: number): TreeRss {
   return { bytes: each.reduce((a, e) => a + e.bytes, 0), processes: each.length, each };
 }
 
+let clockTicks = 0;
+
+/** Kernel clock ticks per second (`getconf CLK_TCK`, 100 on Linux). */
+function ticksPerSecond(): number {
+  if (clockTicks === 0) {
+    const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
+    clockTicks = Number(r.stdout?.trim()) || 100;
+  }
+  return clockTicks;
+}
+
+/** CPU time (user + system) used so far by `root` and its descendants, in microseconds, from /proc. */
+export function treeCpu(root: number): number {
+  let ticks = 0;
+  for (const pid of processTree(root)) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch { /* gone */ }
+  }
+  return ticks * 1e6 / ticksPerSecond();
+}
+
 /** The CPUs this process may run on, as a list of CPU numbers. */
 export function allowedCpus(): number[] {
   const r = spawnSync('taskset', ['-cp', String(process.pid)], { encoding: 'utf8' });

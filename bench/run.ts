@@ -52,7 +52,8 @@ function makeFiles(dir: string): void {
 function list(): void {
   for (const s of OTHER) process.stdout.write(`${s.id.padEnd(12)} ${s.title}\n`);
   for (const s of SCENARIOS) {
-    process.stdout.write(`${s.id.padEnd(12)} ${s.title}: Junction vs ${s.references.map((r) => r.server).join(', ')}\n`);
+    process.stdout.write(`${s.id.padEnd(12)} ${s.title}: Junction vs ${s.references.map((r) => r.server).join(', ')}` +
+      `${s.group ? ` (also selected by "${s.group}")` : ''}\n`);
   }
 }
 
@@ -66,10 +67,11 @@ async function main(): Promise<number> {
   }
   if (o.help) { process.stdout.write(USAGE); return 0; }
   if (o.list) { list(); return 0; }
-  const ids = [...OTHER.map((s) => s.id), ...SCENARIOS.map((s) => s.id)];
+  const ids = [...OTHER.map((s) => s.id), ...SCENARIOS.map((s) => s.id), ...SCENARIOS.flatMap((s) => s.group ?? [])];
   const unknown = (o.scenarios ?? []).filter((s) => !ids.includes(s));
   if (unknown.length) { process.stderr.write(`unknown scenario ${unknown.join(', ')} (known: ${ids.join(', ')})\n`); return 2; }
   const selected = new Set(o.scenarios ?? ids);
+  for (const sc of SCENARIOS) if (sc.group && selected.has(sc.group)) selected.add(sc.id);
 
   if (o.install) await ensureInstalled(say);
   if (!which('wrk')) say('wrk is not installed: every load scenario will be n/a');

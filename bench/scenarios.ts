@@ -30,6 +30,8 @@ export interface Reference {
 /** One load scenario. */
 export interface LoadScenario {
   id: string;
+  /** A name that selects this scenario and its siblings at once (`--scenarios php` runs php-1 and php-2). */
+  group?: string;
   title: string;
   path: string;
   expect: Expect;
@@ -135,23 +137,35 @@ export const SCENARIOS: LoadScenario[] = [
     }),
     references: [{ server: 'node app.js', start: (env) => startNodeApp(env) }],
   },
-  {
-    id: 'php',
-    title: 'PHP hello',
+  phpScenario(1),
+  phpScenario(2),
+];
+
+/**
+ * PHP hello world with `n` PHP processes on each side: Junction's `php` type
+ * (`processes: n` php-cgi processes, one kept FastCGI connection each) and
+ * nginx in front of php-fpm with `n` static children.
+ */
+function phpScenario(n: number): LoadScenario {
+  const plural = n === 1 ? '' : 'es';
+  return {
+    id: `php-${n}`,
+    group: 'php',
+    title: `PHP hello, ${n} process${plural}`,
     path: '/',
     expect: { status: 200, body: HELLO },
     junction: (env, port) => app(port, {
-      type: 'php', root: path.join(env.appsDir, 'php'), script: 'index.php', processes: 1,
+      type: 'php', root: path.join(env.appsDir, 'php'), script: 'index.php', processes: n,
     }),
     references: [{
-      server: 'nginx + php-fpm (1 child)',
+      server: `nginx + php-fpm (${n} child${n === 1 ? '' : 'ren'})`,
       async start(env) {
-        const fpm = await startPhpFpm(env);
+        const fpm = await startPhpFpm(env, n);
         try {
           const nginx = await startNginx(env, 'php', phpSite(path.join(env.appsDir, 'php'), 'index.php', fpm.socket));
           return { port: nginx.port, pid: nginx.pid, stop: async () => { await nginx.stop(); await fpm.stop(); } };
         } catch (e) { await fpm.stop(); throw e; }
       },
     }],
-  },
-];
+  };
+}

@@ -35,6 +35,11 @@ function ms(v: number): string {
   return v < 10 ? `${v.toFixed(2)} ms` : v < 100 ? `${v.toFixed(1)} ms` : `${int.format(v)} ms`;
 }
 
+function us(v: number | undefined): string {
+  if (v === undefined || !Number.isFinite(v)) return '—';
+  return v < 100 ? `${v.toFixed(1)} µs` : `${int.format(v)} µs`;
+}
+
 function rate(bytesPerSec: number): string {
   if (!Number.isFinite(bytesPerSec)) return '?';
   const mib = bytesPerSec / 1024 ** 2;
@@ -55,16 +60,19 @@ function notes(r: WrkResult, range?: [number, number]): string {
 
 /** Rows of cells for the load table; the header row first. */
 export function loadCells(rows: LoadRow[]): string[][] {
-  const out = [['scenario', 'server', 'req/s', 'p99', 'transfer', 'Junction/ref', 'notes']];
+  const out = [['scenario', 'server', 'req/s', 'p99', 'transfer', 'CPU/req', 'Junction/ref', 'CPU ref/Junction', 'notes']];
   for (const row of rows) {
     const j = rows.find((r) => r.scenario === row.scenario && r.junction)?.result;
     if (!row.result) {
-      out.push([row.scenario, row.server, '—', '—', '—', '', `n/a (${row.na ?? 'not measured'})`]);
+      out.push([row.scenario, row.server, '—', '—', '—', '—', '', '', `n/a (${row.na ?? 'not measured'})`]);
       continue;
     }
     const r = row.result;
     const rel = row.junction ? '' : j ? ratio(j.rps / r.rps) : '—';
-    out.push([row.scenario, row.server, int.format(r.rps), ms(r.p99), rate(r.transferPerSec), rel, notes(r, row.range)]);
+    const cpuRel = row.junction ? '' : j?.cpuPerRequest !== undefined && r.cpuPerRequest !== undefined
+      ? ratio(r.cpuPerRequest / j.cpuPerRequest) : '—';
+    out.push([row.scenario, row.server, int.format(r.rps), ms(r.p99), rate(r.transferPerSec), us(r.cpuPerRequest), rel, cpuRel,
+      notes(r, row.range)]);
   }
   return out;
 }
@@ -85,7 +93,7 @@ export function otherCells(rows: OtherRow[]): string[][] {
   return out;
 }
 
-const NUMERIC = /^([\d,.]+( ms| MiB| MiB\/s| GiB\/s|×)?|—|\?)$/;
+const NUMERIC = /^([\d,.]+( ms| µs| MiB| MiB\/s| GiB\/s|×)?|—|\?)$/;
 
 /** Render cells as aligned text (numbers right-aligned) or as a Markdown table. */
 export function render(cells: string[][], markdown: boolean): string {

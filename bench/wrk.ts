@@ -23,6 +23,8 @@ export interface WrkResult {
   non2xx: number;
   /** Socket errors: connect, read, write, timeout. */
   socketErrors: number;
+  /** CPU time the server (its whole process tree) spent per request during the run, µs (when measured). */
+  cpuPerRequest?: number;
 }
 
 const TIME_UNITS: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };

@@ -36,7 +36,17 @@ export function proxySite(port: number): NginxSite {
   };
 }
 
-/** Every request to `root/script` through php-fpm on the Unix socket `socket`. */
+/**
+ * Every request to `root/script` through php-fpm on the Unix socket `socket`,
+ * as Debian's nginx snippets do it: a new FastCGI connection per request.
+ *
+ * Not with FastCGI keep-alive (`keepalive`, `fastcgi_keep_conn on`): a
+ * php-fpm child serves only its kept connection, so under more concurrent
+ * clients than children the connections beyond them wait in the socket's
+ * backlog until they time out (504); limiting them with `max_conns` makes
+ * nginx answer 502 instead, since open-source nginx cannot queue requests for
+ * a busy upstream (`queue` is NGINX Plus).
+ */
 export function phpSite(root: string, script: string, socket: string): NginxSite {
   return {
     server: `root ${root};\nlocation / {\n  include /etc/nginx/fastcgi_params;\n` +

@@ -1,5 +1,5 @@
 /**
- * php-fpm as a reference: one static child on a Unix socket, its own
+ * php-fpm as a reference: N static children on a Unix socket, its own
  * configuration in the run's directory, the distribution's php.ini (opcache on).
  * nginx in front of it is started by the scenario.
  */
@@ -16,8 +16,8 @@ export interface PhpFpm {
   stop(): Promise<void>;
 }
 
-/** Start php-fpm in the foreground with one static child; resolves once its socket exists. */
-export async function startPhpFpm(env: RunEnv): Promise<PhpFpm> {
+/** Start php-fpm in the foreground with `children` static children; resolves once its socket exists. */
+export async function startPhpFpm(env: RunEnv, children = 1): Promise<PhpFpm> {
   const bin = phpFpmBinary();
   if (!bin) throw new Error('php-fpm is not installed');
   const dir = fs.mkdtempSync(path.join(env.tmp, 'php-fpm-'));
@@ -31,7 +31,7 @@ daemonize = no
 [bench]
 listen = ${socket}
 pm = static
-pm.max_children = 1
+pm.max_children = ${children}
 pm.max_requests = 0
 `);
   const p = start('php-fpm', bin, ['--nodaemonize', '--allow-to-run-as-root', '--fpm-config', conf], { cpus: env.serverCpus });
