@@ -16,6 +16,14 @@ const returnConfig = (port: number, code = 204) => ({
   applications: {},
 });
 
+/** A listener passing straight to the Express fixture (an unmodified app calling app.listen(3000)). */
+const expressConfig = (port: number) => ({
+  listeners: { [`127.0.0.1:${port}`]: { pass: 'applications/express' } },
+  applications: {
+    express: { type: 'external', working_directory: path.join(FIXTURES, 'express'), executable: process.execPath, arguments: ['app.js'] },
+  },
+});
+
 describe('command line', () => {
   test('--version prints the Unit version it reproduces to stderr', () => {
     const r = spawnSync(process.execPath, [BIN, '--version'], { encoding: 'utf8' });
@@ -113,12 +121,7 @@ describe('processes', () => {
     const j = await Junction.start();
     t.after(() => j.cleanup());
     const port = await freePort();
-    await j.configure({
-      listeners: { [`127.0.0.1:${port}`]: { pass: 'applications/express' } },
-      applications: {
-        express: { type: 'external', working_directory: path.join(FIXTURES, 'express'), executable: process.execPath, arguments: ['app.js'] },
-      },
-    });
+    await j.configure(expressConfig(port));
     const first = JSON.parse((await get(port, '/pid')).body).pid;
     process.kill(first, 'SIGKILL');
     const r = await get(port, '/pid');
@@ -158,12 +161,7 @@ describe('failures around main', () => {
     const j = await Junction.start();
     t.after(() => j.cleanup());
     const port = await freePort();
-    await j.configure({
-      listeners: { [`127.0.0.1:${port}`]: { pass: 'applications/express' } },
-      applications: {
-        express: { type: 'external', working_directory: path.join(FIXTURES, 'express'), executable: process.execPath, arguments: ['app.js'] },
-      },
-    });
+    await j.configure(expressConfig(port));
     const app = JSON.parse((await get(port, '/pid')).body).pid as number;
     j.proc!.kill('SIGKILL');
     const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
