@@ -99,6 +99,14 @@ export function unsupportedIsolation(isolation: unknown): string | null {
   return null;
 }
 
+/**
+ * Connection hand-off to Node apps is opt-in (`JUNCTION_HANDOFF=1` in the
+ * daemon's environment): a process that crashes takes its clients'
+ * connections with it, and a connection handed over while a process dies can
+ * be lost, where the proxied path answers 503 to one client and retries.
+ */
+const HANDOFF = process.env.JUNCTION_HANDOFF === '1';
+
 export function describeApp(name: string, conf: Obj, ctx: LaunchContext): AppLaunch {
   const type = String(conf.type ?? '');
   const { language } = parseType(type);
@@ -135,7 +143,7 @@ export function describeApp(name: string, conf: Obj, ctx: LaunchContext): AppLau
       targets: [],
       pool,
       // A connection stays with its process: only where the router need not see requests.
-      handoff: node && pool.spare === pool.max && pool.timeout === 0 && pool.requests === 0,
+      handoff: HANDOFF && node && pool.spare === pool.max && pool.timeout === 0 && pool.requests === 0,
     };
   }
 

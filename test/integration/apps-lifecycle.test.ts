@@ -26,7 +26,7 @@ describe('restart and reconfiguration', () => {
   let scratch: string;
 
   before(async () => {
-    j = await Junction.start();
+    j = await Junction.start({ env: { JUNCTION_HANDOFF: '1' } });
     direct = await freePort();
     routed = await freePort();
     scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'junction-life-'));
