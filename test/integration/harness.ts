@@ -31,16 +31,21 @@ export async function waitFor<T>(fn: () => T | Promise<T>, what: string, ms = 10
   }
 }
 
-/** A TCP port that was free a moment ago. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
+/**
+ * A TCP port that was free a moment ago. Chosen at random below Linux's
+ * ephemeral range (32768–60999), so it cannot be taken meanwhile by the
+ * outgoing connections of clients running in parallel, as port 0's choice can.
+ */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    const free = await new Promise<boolean>((resolve) => {
+      const s = net.createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
     });
-  });
+    if (free) return port;
+  }
 }
 
 /** One HTTP request; resolves with status, headers and body. */
