@@ -27,6 +27,8 @@ interface Contender {
   port?: number;
   /** Root of the server's process tree, for its CPU time. */
   pid?: number;
+  /** Roots of other process trees of the server (Running.also). */
+  also?: number[];
   stop(): Promise<void>;
   results: WrkResult[];
 }
@@ -78,6 +80,7 @@ async function startReference(sc: LoadScenario, i: number, env: RunEnv, shared: 
     await verify(running.port, sc.path, sc.expect);
     c.port = running.port;
     c.pid = running.pid;
+    c.also = running.also;
   } catch (e) {
     c.row.na = message(e);
   }
@@ -86,9 +89,10 @@ async function startReference(sc: LoadScenario, i: number, env: RunEnv, shared: 
 
 /** One measured wrk run on `c`, with the CPU time its processes spent per request. */
 async function measure(c: Contender, url: string, load: Plan['load']): Promise<WrkResult> {
-  const before = c.pid !== undefined ? treeCpu(c.pid) : NaN;
+  const cpu = () => [c.pid!, ...c.also ?? []].reduce((sum, pid) => sum + treeCpu(pid), 0);
+  const before = c.pid !== undefined ? cpu() : NaN;
   const r = await wrk(url, load);
-  if (c.pid !== undefined && r.requests > 0) r.cpuPerRequest = (treeCpu(c.pid) - before) / r.requests;
+  if (c.pid !== undefined && r.requests > 0) r.cpuPerRequest = (cpu() - before) / r.requests;
   return r;
 }
 

@@ -163,7 +163,7 @@ function phpScenario(n: number): LoadScenario {
         const fpm = await startPhpFpm(env, n);
         try {
           const nginx = await startNginx(env, 'php', phpSite(path.join(env.appsDir, 'php'), 'index.php', fpm.socket));
-          return { port: nginx.port, pid: nginx.pid, stop: async () => { await nginx.stop(); await fpm.stop(); } };
+          return { port: nginx.port, pid: nginx.pid, also: [fpm.pid], stop: async () => { await nginx.stop(); await fpm.stop(); } };
         } catch (e) { await fpm.stop(); throw e; }
       },
     }],

@@ -24,5 +24,7 @@ export interface Running {
   port: number;
   /** The pid whose process tree is the server (for memory). */
   pid: number;
+  /** Roots of other process trees that serve with it (php-fpm behind nginx): their CPU time counts too. */
+  also?: number[];
   stop(): Promise<void>;
 }

@@ -91,8 +91,12 @@ export interface PhpAppOptions {
 
 /** Requests that may wait at a busy process behind the one it runs (PhpApp.pipeline). */
 const WAITING = 2;
-/** A process whose request has run this long (ms) is given no more to wait behind it. */
-const SLOW_REQUEST = 10;
+/**
+ * A process whose request has run this long (ms, wall clock) is given no more
+ * to wait behind it. Well above what a busy machine's scheduling adds to a fast
+ * request, so that the waiting requests stay on when CPU time is scarce.
+ */
+const SLOW_REQUEST = 50;
 
 /** `SERVER_SOFTWARE` of every request. */
 export const SERVER_SOFTWARE = 'Unit/1.35.0';
