@@ -34,7 +34,7 @@ import type {
 import { writeRawError } from '../apps/exchange.ts';
 import type { Logger } from '../runtime/log.ts';
 import type { Request } from './request.ts';
-import { IDEMPOTENT, UpstreamPool, type UpstreamConnection, type UpstreamUser } from './upstream-http.ts';
+import { BodyRelay, IDEMPOTENT, UpstreamPool, type UpstreamConnection, type UpstreamUser } from './upstream-http.ts';
 
 /** Reason phrase of router 0's answer "send your error page with this status". */
 const FAIL_REASON = 'Junction-Fail';
@@ -228,6 +228,7 @@ class Relay implements UpstreamUser {
   finished = false;
   retried = false;
   streaming = false;
+  body: BodyRelay | null = null;
 
   constructor(r: Request, target: RemoteTarget, head: string) {
     this.r = r;
@@ -263,22 +264,25 @@ class Relay implements UpstreamUser {
       if (!(name.length <= 17 && HOP.has(name.toLowerCase()))) f.push(name, headers[i + 1]);
     }
     r.res.writeStart(status, f, null);
+    this.body = new BodyRelay(r.res);
     return r.method === 'HEAD';
   }
 
   onBody(chunk: Buffer): boolean {
-    const res = this.r.res;
-    if (this.finished) return true;
-    if (res.write(chunk)) return true;
-    res.once('drain', onClientDrain);
-    return false;
+    if (this.finished || this.body === null) return true;
+    return this.body.push(chunk, onClientDrain);
+  }
+
+  onRead(): void {
+    if (this.body !== null && !this.finished && !this.body.flush(onClientDrain)) this.conn?.pause();
   }
 
   onEnd(): void {
     this.conn = null;
     if (this.finished) return;
     this.finished = true;
-    this.r.res.end();
+    if (this.body !== null) this.body.end();
+    else this.r.res.end();
   }
 
   onError(e: Error, _timeout: boolean, reused: boolean): void {
@@ -379,7 +383,7 @@ export class RemoteApps implements AppManagerLike {
   constructor(path: string, log: Logger) {
     this.path = path;
     this.log = log;
-    this.pool = new UpstreamPool({ kind: 'unix', path, abstract: false }, false);
+    this.pool = new UpstreamPool({ kind: 'unix', path, abstract: false }, false, 1024 * 1024);
   }
 
   /** Router 0's targets for the next prepare(). */

@@ -46,20 +46,28 @@ export function normalizeHost(v: string): string {
 }
 
 /**
- * IncomingMessage that enforces `max_body_size` on bodies without a
- * Content-Length (chunked), counting as Node's parser pushes data.
+ * IncomingMessage that can enforce `max_body_size` on bodies without a
+ * Content-Length (chunked), counting as Node's parser pushes data
+ * (limitBody(); other requests pay nothing for it).
  */
 export class UnitIncoming extends IncomingMessage {
   _unitRequest: Request | null = null;
-  bodyLimit = -1;
-  bodyBytes = 0;
-
+  declare bodyLimit: number;
+  declare bodyBytes: number;
   /** The body went over the limit: nothing more is delivered. */
-  rejected = false;
+  declare rejected: boolean;
 
-  push(chunk: unknown, encoding?: BufferEncoding): boolean {
+  /** Count the body from now on and refuse it (413) beyond `limit` bytes. */
+  limitBody(limit: number): void {
+    this.bodyLimit = limit;
+    this.bodyBytes = 0;
+    this.rejected = false;
+    this.push = this.limitedPush;
+  }
+
+  private limitedPush(chunk: unknown, encoding?: BufferEncoding): boolean {
     if (this.rejected) return false;
-    if (this.bodyLimit >= 0 && chunk !== null && chunk !== undefined) {
+    if (chunk !== null && chunk !== undefined) {
       this.bodyBytes += (chunk as Buffer).length;
       if (this.bodyBytes > this.bodyLimit) {
         this.rejected = true;
@@ -180,7 +188,7 @@ export function onRequest(req: IncomingMessage, response: import('node:http').Se
   const a = acceptRequest(req, response as UnitResponse, connectionOf(req.socket));
   if (a === null) return;
   if (a.chunked) {
-    (req as UnitIncoming).bodyLimit = a.r.table.settings.maxBodySize;
+    (req as UnitIncoming).limitBody(a.r.table.settings.maxBodySize);
     readChunkedBody(a.r, route);
     return;
   }
@@ -202,14 +210,15 @@ function finish(r: Request, completed: boolean): void {
   r.done = true;
   const res = r.res;
   const c = r.conn;
-  const sock = c.socket;
-  if (res.headersSent || res.outFields !== null) {
-    r.bytesSent = Math.max(0, sock.bytesWritten - c.bytesMark - res.headerLength);
-  } else {
-    res.status = 400;  // client went away before an answer (§2.7)
+  if (!res.headersSent && res.outFields === null) res.status = 400;  // client went away before an answer (§2.7)
+  const log = r.table.accessLog;
+  if (log !== null) {
+    // `$body_bytes_sent` is only ever read by the access log (of this connection's table).
+    const written = c.socket.bytesWritten;
+    if (res.headersSent || res.outFields !== null) r.bytesSent = Math.max(0, written - c.bytesMark - res.headerLength);
+    c.bytesMark = written;
+    log.log(r);
   }
-  c.bytesMark = sock.bytesWritten;
-  r.table.accessLog?.log(r);
   c.onResponseDone(completed && res.shouldKeepAlive);
 }
 

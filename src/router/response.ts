@@ -39,17 +39,27 @@ interface NodeOutgoing {
 const kOutHeaders: symbol | undefined = Object.getOwnPropertySymbols(new OutgoingMessage())
   .find((s) => s.description === 'kOutHeaders');
 
+let dateText: string | null = null;
 let dateSecond = -1;
-let dateText = '';
 
-/** Current time as an RFC 1123 `Date` value, recomputed at most once a second. */
-export function httpDate(): string {
+function dateExpired(): void {
+  // Timers run on the loop's clock, which may lag the wall clock: not before the second is over.
   const now = Date.now();
-  const s = Math.floor(now / 1000);
-  if (s !== dateSecond) {
-    dateSecond = s;
-    dateText = new Date(s * 1000).toUTCString();
-  }
+  if (Math.floor(now / 1000) === dateSecond) setTimeout(dateExpired, 1000 - (now % 1000)).unref();
+  else dateText = null;
+}
+
+/**
+ * Current time as an RFC 1123 `Date` value. Computed once, then kept until
+ * the next second begins (a timer drops it then; nothing runs while no
+ * response is sent).
+ */
+export function httpDate(): string {
+  if (dateText !== null) return dateText;
+  const now = Date.now();
+  dateSecond = Math.floor(now / 1000);
+  dateText = new Date(dateSecond * 1000).toUTCString();
+  setTimeout(dateExpired, 1000 - (now % 1000)).unref();
   return dateText;
 }
 
@@ -263,6 +273,22 @@ export class UnitResponse extends ServerResponse {
     this.filterEnding = true;
     this.filter.end(chunk, encoding as BufferEncoding | undefined, cb as (() => void) | undefined);
     return this;
+  }
+
+  /**
+   * End the response with `text` (a latin1 string: one char per byte) as
+   * the rest of its body. When the header has not gone out yet and the body
+   * needs no framing or filter, both leave in one write.
+   */
+  endWith(text: string): void {
+    const self = this as unknown as NodeOutgoing;
+    if (self._header !== null && !self._headerSent && this.filter === null && !self.chunkedEncoding &&
+      self._hasBody && !this.writableEnded) {
+      self._header += text;
+      this.end();
+      return;
+    }
+    this.end(text, 'latin1');
   }
 
   /** @internal Write body bytes past the filter. */

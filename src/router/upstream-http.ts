@@ -10,6 +10,10 @@
  * the client's body, streamed); the response comes back through the
  * parser's callbacks to the `UpstreamUser` the connection serves.
  *
+ * `BodyRelay` passes a response body on to the client: the first piece is
+ * held until the read that brought it is parsed, so that a response complete
+ * in one read (the usual small answer) goes out with its header in one write.
+ *
  * Timeouts (not configurable, as in Unit): 60 s to connect and for the
  * response header, 30 s between body reads. One socket timer of 30 s is
  * armed once per connection and restarted by every read and write; waiting
@@ -19,6 +23,7 @@
 import net from 'node:net';
 import type { Readable } from 'node:stream';
 import type { SocketAddress } from '../config/address.ts';
+import type { UnitResponse } from './response.ts';
 
 /** The 30 s timer unit; the header wait is two of them. */
 const TIMER_MS = 30000;
@@ -59,6 +64,11 @@ export interface UpstreamUser {
   onHead(status: number, headers: string[], reason: string): boolean;
   /** A piece of the body; return false to stop reading until `conn.resume()`. */
   onBody(chunk: Buffer): boolean;
+  /**
+   * What one read from the socket brought has been parsed (body pieces held
+   * back to go out with the end of the response may go now).
+   */
+  onRead(): void;
   /** The response is complete. */
   onEnd(): void;
   /**
@@ -102,6 +112,7 @@ function onExecute(this: HttpParser, ret: number | Error): void {
   if (c === null) return;
   (c.socket as unknown as { _unrefTimer(): void })._unrefTimer();
   if (ret instanceof Error) c.fail(ret, false);
+  else c.readParsed();
 }
 
 /** One connection to a server. */
@@ -139,7 +150,7 @@ export class UpstreamConnection {
       : net.connect({ host: a.host, port: a.port, family: a.family, noDelay: true });
     this.socket = socket;
     const p = new HTTPParser();
-    p.initialize(HTTPParser.RESPONSE, new UpstreamParserResource(), MAX_HEADER_SIZE, HTTPParser.kLenientNone);
+    p.initialize(HTTPParser.RESPONSE, new UpstreamParserResource(), pool.maxHeaderSize, HTTPParser.kLenientNone);
     p[HTTPParser.kOnHeaders] = onHeaders;
     p[HTTPParser.kOnHeadersComplete] = onHeadersComplete;
     p[HTTPParser.kOnBody] = onBody;
@@ -255,6 +266,11 @@ export class UpstreamConnection {
     if (u !== null && !u.onBody(chunk)) this.pause();
   }
 
+  /** @internal One read was parsed. */
+  readParsed(): void {
+    this.user?.onRead();
+  }
+
   /** @internal parser: the message ended. */
   onComplete(): void {
     if (this.informational) {
@@ -366,11 +382,15 @@ export class UpstreamPool {
   readonly address: SocketAddress;
   /** Unit's proxy timeouts apply (else the server's own limits do: the application gateway). */
   readonly timed: boolean;
+  /** Largest response header accepted. */
+  readonly maxHeaderSize: number;
   private readonly idle: UpstreamConnection[] = [];
 
-  constructor(address: SocketAddress, timed = true) {
+  /** `timed` false and `maxHeaderSize` are for the application gateway (app-gateway.ts). */
+  constructor(address: SocketAddress, timed = true, maxHeaderSize = MAX_HEADER_SIZE) {
     this.address = address;
     this.timed = timed;
+    this.maxHeaderSize = maxHeaderSize;
   }
 
   /** An idle connection (most recently used first), or a new one. */
@@ -395,6 +415,52 @@ export class UpstreamPool {
   forget(c: UpstreamConnection): void {
     const i = this.idle.lastIndexOf(c);
     if (i >= 0) this.idle.splice(i, 1);
+  }
+}
+
+/** Pieces of a body kept as one string with the header when they are this small. */
+const ONE_WRITE_MAX = 16 * 1024;
+
+/** The client side of a relayed response body (see the module comment). */
+export class BodyRelay {
+  readonly res: UnitResponse;
+  private held: Buffer | null = null;
+  private streamed = false;
+
+  constructor(res: UnitResponse) {
+    this.res = res;
+  }
+
+  /** A piece of the body; false when the client is slow (`drain` is then awaited by `onDrain`). */
+  push(chunk: Buffer, onDrain: () => void): boolean {
+    if (this.held === null && !this.streamed) {
+      this.held = chunk;
+      return true;
+    }
+    this.flush(onDrain);
+    if (this.res.write(chunk)) return true;
+    this.res.once('drain', onDrain);
+    return false;
+  }
+
+  /** The read ended: a held piece goes out. False when the client is slow (as push). */
+  flush(onDrain: () => void): boolean {
+    const h = this.held;
+    if (h === null) return true;
+    this.held = null;
+    this.streamed = true;
+    if (this.res.write(h)) return true;
+    this.res.once('drain', onDrain);
+    return false;
+  }
+
+  /** The body is complete. */
+  end(): void {
+    const h = this.held;
+    this.held = null;
+    if (h === null) this.res.end();
+    else if (h.length <= ONE_WRITE_MAX) this.res.endWith(h.toString('latin1'));
+    else this.res.end(h);
   }
 }
 

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { FileCache, cacheKey, type OpenFile } from '../../src/router/actions/file-cache.ts';
 import type { OpenOptions } from '../../src/router/actions/share-open.ts';
-import { start, request, one, tmpdir } from './helpers.ts';
+import { start, request, one, tmpdir, waitLines } from './helpers.ts';
 
 const PLAIN: OpenOptions = { chroot: null, followSymlinks: true, traverseMounts: true };
 
@@ -103,4 +103,64 @@ test('share: a file written again, replaced or removed is answered as it is now'
     fs.rmSync(file);
     assert.equal(one(await request(s.port, 'GET', '/f.txt')).status, 404);
   } finally { await s.stop(); fs.rmSync(dir, { recursive: true, force: true }); }
+});
+
+test('file cache: a path naming another file (its directory renamed) is resolved again after the window', async () => {
+  const dir = tmpdir();
+  const www = path.join(dir, 'www');
+  fs.mkdirSync(www);
+  const file = path.join(www, 'a.txt');
+  fs.writeFileSync(file, 'old');
+  const cache = new FileCache({ settleMs: 0, revalidateMs: 5 });
+  try {
+    (await cache.open(file, PLAIN)).file!.release();
+    fs.renameSync(www, path.join(dir, 'www.old'));
+    fs.mkdirSync(www);
+    fs.writeFileSync(file, 'new');
+    // The open file is unchanged: until the path is resolved again, it still answers.
+    let seen = '';
+    while (seen !== 'new') {
+      await turn();
+      const f = cache.hit(cacheKey(file, PLAIN)) ?? (await cache.open(file, PLAIN)).file!;
+      seen = contentOf(f);
+      f.release();
+      assert.ok(seen === 'old' || seen === 'new', seen);
+    }
+  } finally {
+    cache.clear();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('share: files kept in memory answer as from the disk (ranges, conditions, HEAD, access log)', async () => {
+  const { fileCache } = await import('../../src/router/actions/file-cache.ts');
+  const dir = tmpdir();
+  const log = path.join(dir, 'access.log');
+  fs.writeFileSync(path.join(dir, 'f.txt'), '0123456789'.repeat(100));
+  fileCache.configure({ settleMs: 0 });
+  const s = await start({ routes: [{ action: { share: `${dir}$uri`, response_headers: { 'X-A': '1' } } }],
+    access_log: { path: log, format: '$status $body_bytes_sent' } });
+  try {
+    const first = one(await request(s.port, 'GET', '/f.txt'));
+    const again = one(await request(s.port, 'GET', '/f.txt'));
+    for (const r of [first, again]) {
+      assert.equal(r.status, 200);
+      assert.equal(r.body, '0123456789'.repeat(100));
+      assert.equal(r.get('content-length'), '1000');
+      assert.equal(r.get('x-a'), '1');
+    }
+    const range = one(await request(s.port, 'GET', '/f.txt', ['Range: bytes=5-14']));
+    assert.equal(range.status, 206);
+    assert.equal(range.body, '5678901234');
+    assert.equal(one(await request(s.port, 'GET', '/f.txt', [`If-None-Match: ${first.get('etag')}`])).status, 304);
+    const head = await request(s.port, 'HEAD', '/f.txt');
+    assert.equal(one(head, true).get('content-length'), '1000');
+    assert.ok(head.endsWith('\r\n\r\n'));
+    const lines = await waitLines(log, 5);
+    assert.deepEqual(lines, ['200 1000', '200 1000', '206 10', '304 0', '200 0']);
+  } finally {
+    await s.stop();
+    fileCache.configure({});
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

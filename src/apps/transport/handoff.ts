@@ -98,10 +98,11 @@ export class HandoffChannel {
    * Rejects when main does not answer.
    */
   static connect(path: string): Promise<HandoffChannel> {
-    const b = load();
-    const pipe = new b.Pipe(b.pipeIpc);
-    const token = randomBytes(12).toString('hex');
     return new Promise((resolve, reject) => {
+      // Node's bindings are looked up here, so that a Node without them only means no hand-off.
+      const b = load();
+      const pipe = new b.Pipe(b.pipeIpc);
+      const token = randomBytes(12).toString('hex');
       const req = new b.PipeConnectWrap();
       req.oncomplete = (status: number) => {
         if (status < 0) {

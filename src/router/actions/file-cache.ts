@@ -15,9 +15,11 @@
  *   together) share one `fstat` of a file;
  * - what `fstat` of the open file cannot see — the path now naming another
  *   file because a directory or symlink on the way changed, a directory
- *   permission taken away — is seen when the path is resolved again, at most
- *   `REVALIDATE_MS` (1 s) after the last resolution. That is the one window
- *   in which a share may answer from the file the path named before;
+ *   permission taken away — is seen when the path is resolved again:
+ *   `REVALIDATE_MS` (1 s) after the last resolution, the next request starts
+ *   that in the background (requests go on being answered from the open
+ *   file meanwhile, for at most another second). That is the one window in
+ *   which a share may answer from the file the path named before;
  * - the content of small files (≤ `CONTENT_MAX`) is kept too, within
  *   `CONTENT_BUDGET` bytes in all, but only of files that have not changed
  *   for `SETTLE_MS`: a write lands in a later timestamp tick than the last
@@ -42,6 +44,8 @@ export const CONTENT_MAX = 1024 * 1024;
 export const CONTENT_BUDGET = 64 * 1024 * 1024;
 /** Open files kept. */
 export const MAX_ENTRIES = 256;
+/** Content up to this size is also kept as a (latin1) string: sent in one write with the header. */
+export const TEXT_MAX = 16 * 1024;
 
 /** The ETag Unit computes: mtime seconds and size in lowercase hex. */
 export function fileEtag(st: fs.Stats): string {
@@ -69,6 +73,11 @@ export class OpenFile {
   readonly lastModified: string;
   /** The whole file, when small and settled; else null (read from `fd`). */
   content: Buffer | null = null;
+  /** `content` as a latin1 string, made on first use for files up to TEXT_MAX. */
+  private text: string | null = null;
+  /** The header fields of a plain 200 answer, for the MIME type `fieldsType`. */
+  private fields: string[] | null = null;
+  private fieldsType: string | undefined = undefined;
   /** Precompressed siblings looked up since the last resolution: coding → present. */
   siblings: Map<string, boolean> | null = null;
   /** `Date.now()` of the last path resolution. */
@@ -83,8 +92,16 @@ export class OpenFile {
   private dropped: boolean;
   private closed = false;
 
-  constructor(handle: FileHandle, stat: fs.Stats, cached: boolean) {
+  /** The path and options it was opened with, to resolve it again. */
+  readonly path: string;
+  readonly opts: OpenOptions;
+  /** A resolution of the path is under way. */
+  resolving = false;
+
+  constructor(handle: FileHandle, stat: fs.Stats, cached: boolean, path: string, opts: OpenOptions) {
     this.handle = handle;
+    this.path = path;
+    this.opts = opts;
     this.fd = handle.fd;
     this.stat = stat;
     this.size = stat.size;
@@ -93,6 +110,23 @@ export class OpenFile {
     this.lastModified = lastModified(stat);
     this.resolvedAt = Date.now();
     this.dropped = !cached;
+  }
+
+  /** The content as a latin1 string (the same bytes), when kept and small; else null. */
+  contentText(): string | null {
+    if (this.text !== null) return this.text;
+    const c = this.content;
+    if (c === null || c.length > TEXT_MAX) return null;
+    return this.text = c.toString('latin1');
+  }
+
+  /** Last-Modified, ETag and Content-Type (when `type` is known) of a plain 200 answer; not to be changed. */
+  plainFields(type: string | undefined): string[] {
+    if (this.fields !== null && this.fieldsType === type) return this.fields;
+    const f = ['Last-Modified', this.lastModified, 'ETag', this.etag];
+    if (type !== undefined) f.push('Content-Type', type);
+    this.fieldsType = type;
+    return this.fields = f;
   }
 
   acquire(): this {
@@ -160,13 +194,18 @@ export interface FileCacheOptions {
 export class FileCache {
   private readonly entries = new Map<string, OpenFile>();
   private contentBytes = 0;
-  private readonly revalidateMs: number;
-  private readonly settleMs: number;
-  private readonly contentMax: number;
-  private readonly contentBudget: number;
-  private readonly maxEntries: number;
+  private revalidateMs = REVALIDATE_MS;
+  private settleMs = SETTLE_MS;
+  private contentMax = CONTENT_MAX;
+  private contentBudget = CONTENT_BUDGET;
+  private maxEntries = MAX_ENTRIES;
 
   constructor(o: FileCacheOptions = {}) {
+    this.configure(o);
+  }
+
+  /** Change the limits (unset ones go back to the defaults); cached files stay until they leave. */
+  configure(o: FileCacheOptions): void {
     this.revalidateMs = o.revalidateMs ?? REVALIDATE_MS;
     this.settleMs = o.settleMs ?? SETTLE_MS;
     this.contentMax = o.contentMax ?? CONTENT_MAX;
@@ -182,7 +221,11 @@ export class FileCache {
     const f = this.entries.get(key);
     if (f === undefined) return undefined;
     if (f.checkedTurn === turn) return f.acquire();
-    if (Date.now() - f.resolvedAt >= this.revalidateMs) return undefined;
+    const age = Date.now() - f.resolvedAt;
+    if (age >= this.revalidateMs) {
+      if (age >= 2 * this.revalidateMs) return undefined;
+      if (!f.resolving) this.resolveAgain(key, f);
+    }
     let st: fs.Stats;
     try {
       st = fs.fstatSync(f.fd);
@@ -222,14 +265,29 @@ export class FileCache {
       await handle.close().catch(() => {});
       return { status: 0, directory: st.isDirectory() };
     }
-    return { status: 0, file: await this.admit(key, handle, st) };
+    return { status: 0, file: await this.admit(key, handle, st, path, o) };
+  }
+
+  /** Resolve the path of `f` again, in the background; the entry is refreshed, replaced or dropped. */
+  private resolveAgain(key: string, f: OpenFile): void {
+    f.resolving = true;
+    openShared(f.path, f.opts).then(async (o) => {
+      if (o.status === 0 && o.stat!.isFile()) {
+        (await this.admit(key, o.handle!, o.stat!, f.path, f.opts)).release();
+        return;
+      }
+      if (o.status === 0) await o.handle!.close().catch(() => {});
+      if (this.entries.get(key) === f) this.remove(key, f);
+    }).catch(() => {
+      if (this.entries.get(key) === f) this.remove(key, f);
+    }).finally(() => { f.resolving = false; });
   }
 
   /**
    * Keep a newly opened regular file (or refresh the entry it turns out to
    * be). Returns it acquired: it stays open however the cache changes meanwhile.
    */
-  private async admit(key: string, handle: FileHandle, st: fs.Stats): Promise<OpenFile> {
+  private async admit(key: string, handle: FileHandle, st: fs.Stats, path: string, opts: OpenOptions): Promise<OpenFile> {
     const old = this.entries.get(key);
     if (old !== undefined && old.same(st)) {
       // The path still names the same, unchanged file: keep the entry (and its content).
@@ -249,7 +307,7 @@ export class FileCache {
       }
       return old;
     }
-    const f = new OpenFile(handle, st, true).acquire();
+    const f = new OpenFile(handle, st, true, path, { ...opts }).acquire();
     f.content = await this.settledContent(f);
     const again = this.entries.get(key);
     if (again !== undefined) this.remove(key, again);

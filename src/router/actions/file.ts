@@ -140,7 +140,14 @@ function ignore(): void { /* the client went away; the response is already destr
 /** Send [start, end] of `f` as the rest of the body and end the response; resolves when done. */
 function sendBody(f: OpenFile, r: Request, start: number, end: number): Promise<void> | null {
   if (f.content !== null) {
-    r.res.end(start === 0 && end === f.size - 1 ? f.content : f.content.subarray(start, end + 1));
+    if (start === 0 && end === f.size - 1) {
+      // A small file goes out in one write with the header, as one string.
+      const text = f.contentText();
+      if (text !== null) r.res.endWith(text);
+      else r.res.end(f.content);
+    } else {
+      r.res.end(f.content.subarray(start, end + 1));
+    }
     return null;
   }
   return pipeline(fs.createReadStream('', { fd: f.fd, start, end, autoClose: false, highWaterMark: READ_CHUNK }), r.res)
@@ -267,10 +274,15 @@ async function choose(r: Request, f: OpenFile, type: string | undefined, path: s
 function respond(r: Request, f: OpenFile, type: string | undefined, encoding: string | null,
   compressor: Compressor | null, vary: boolean, path: string): Promise<void> | null {
   const res = r.res;
-  const fields = ['Last-Modified', f.lastModified, 'ETag', f.etag];
-  if (type !== undefined) fields.push('Content-Type', type);
-  if (encoding !== null) fields.push('Content-Encoding', encoding);
-  if (vary) fields.push('Vary', 'Accept-Encoding');
+  let fields: string[];
+  if (encoding === null && !vary && compressor === null) {
+    fields = f.plainFields(type);
+  } else {
+    fields = ['Last-Modified', f.lastModified, 'ETag', f.etag];
+    if (type !== undefined) fields.push('Content-Type', type);
+    if (encoding !== null) fields.push('Content-Encoding', encoding);
+    if (vary) fields.push('Vary', 'Accept-Encoding');
+  }
 
   const pre = preconditions(r, f);
   if (pre === 412) { res.sendError(412); return null; }
@@ -310,8 +322,7 @@ function respond(r: Request, f: OpenFile, type: string | undefined, encoding: st
   }
   if (ranges.length === 1) {
     const [a, e] = ranges[0];
-    fields.push('Content-Range', `bytes ${a}-${e}/${size}`);
-    res.writeStart(206, fields, e - a + 1);
+    res.writeStart(206, [...fields, 'Content-Range', `bytes ${a}-${e}/${size}`], e - a + 1);
     return sendBody(f, r, a, e);
   }
   return sendRanges(r, f, type, ranges, fields);

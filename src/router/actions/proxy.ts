@@ -18,7 +18,7 @@ import type { Request } from '../request.ts';
 import type { Handler } from '../action.ts';
 import { parseProxyAddress, type SocketAddress } from '../../config/address.ts';
 import { escapeUri } from '../uri.ts';
-import { IDEMPOTENT, upstreamPool, type UpstreamConnection, type UpstreamPool, type UpstreamUser } from '../upstream-http.ts';
+import { BodyRelay, IDEMPOTENT, upstreamPool, type UpstreamConnection, type UpstreamPool, type UpstreamUser } from '../upstream-http.ts';
 
 /** Request fields not forwarded (hop-by-hop; Unit drops Connection and Transfer-Encoding). */
 const HOP_REQUEST = new Set(['connection', 'transfer-encoding', 'keep-alive', 'upgrade', 'proxy-connection', 'te']);
@@ -83,6 +83,8 @@ class Exchange implements UpstreamUser {
   retried = false;
   /** The client's body is being sent (the request cannot be sent again). */
   streaming = false;
+  /** The response body on its way to the client, once the header came. */
+  body: BodyRelay | null = null;
 
   constructor(r: Request, target: ProxyTarget, head: string) {
     this.r = r;
@@ -114,20 +116,23 @@ class Exchange implements UpstreamUser {
       if (!(name.length <= 17 && HOP_RESPONSE.has(name.toLowerCase()))) f.push(name, headers[i + 1]);
     }
     r.res.writeStart(status, f, null);
+    this.body = new BodyRelay(r.res);
     return r.method === 'HEAD';
   }
 
   onBody(chunk: Buffer): boolean {
-    const res = this.r.res;
-    if (res.write(chunk)) return true;
-    res.once('drain', onClientDrain);
-    return false;
+    return this.body!.push(chunk, onClientDrain);
+  }
+
+  onRead(): void {
+    if (this.body !== null && !this.body.flush(onClientDrain)) this.conn?.pause();
   }
 
   onEnd(): void {
     this.finished = true;
     this.conn = null;
-    this.r.res.end();
+    if (this.body !== null) this.body.end();
+    else this.r.res.end();
   }
 
   onError(e: Error, timeout: boolean, reused: boolean): void {
