@@ -24,6 +24,7 @@ import { discoverModules, type ModuleInfo } from '../apps/discovery.ts';
 import type { AppSpawnSpec } from '../apps/types.ts';
 import { ChannelRendezvous, spawnApp } from './spawn.ts';
 import { LogFile } from './logfile.ts';
+import { resolveIdentity } from '../runtime/privileges.ts';
 import { bindAddress, unixSocketInUse, type RawHandle } from './sockets.ts';
 import { loadConfigText, prepareStateDir, storeConfig } from './state.ts';
 import { RouterGroup, type RouterSlot } from './routers.ts';
@@ -68,6 +69,8 @@ export class Main {
   readonly #argv: string[];
   #modules: ModuleInfo[] = [];
   #runDir = '';
+  /** The routers' unprivileged identity when main runs as root (owner of the sockets they connect to). */
+  #routerOwner: { uid: number; gid: number } | undefined;
   #rendezvous?: ChannelRendezvous;
   #control?: RawHandle;
   #controlPath?: string;
@@ -104,8 +107,14 @@ export class Main {
     fs.writeFileSync(o.pid, `${process.pid}\n`, { mode: 0o644 });
     this.#runDir = fs.mkdtempSync(path.join(o.tmpdir, 'junction-'));
     fs.chmodSync(this.#runDir, 0o700);
+    if (process.getuid?.() === 0) {
+      // The routers run as --user (runtime/privileges.ts): the run directory, where they
+      // reach application sockets and make the gateway's, is theirs.
+      this.#routerOwner = resolveIdentity(o.user, o.group);
+      fs.chownSync(this.#runDir, this.#routerOwner.uid, this.#routerOwner.gid);
+    }
     try {
-      this.#rendezvous = await ChannelRendezvous.open(path.join(this.#runDir, 'channels.sock'));
+      this.#rendezvous = await ChannelRendezvous.open(path.join(this.#runDir, 'channels.sock'), this.#routerOwner);
     } catch (e) {
       this.log.warn(`connection hand-off disabled: ${(e as Error).message}`);
     }
@@ -262,6 +271,7 @@ export class Main {
     const channel = spec.channel !== undefined ? await this.#rendezvous?.take(spec.channel) : undefined;
     const { child, pid, socket } = await spawnApp(spec, {
       runDir: this.#runDir,
+      socketOwner: this.#routerOwner,
       log: this.log,
       output: (c) => this.#forwardOutput(c),
       channel,

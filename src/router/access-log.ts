@@ -5,7 +5,7 @@
  * configuration is applied and reopened on SIGUSR1 (`reopenLogs`).
  */
 import fs from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
+import { asPrivileged } from '../runtime/privileges.ts';
 import type { Request } from './request.ts';
 import { compileTemplate, compileCondition, timeLocal, type Template, type Condition } from './variables.ts';
 
@@ -15,25 +15,26 @@ export class AccessLogFile {
   private stream: fs.WriteStream;
   private closed = false;
 
-  private constructor(path: string, fh: FileHandle) {
+  private constructor(path: string, fd: number) {
     this.path = path;
-    this.stream = AccessLogFile.streamFor(fh);
+    this.stream = AccessLogFile.streamFor(fd);
   }
 
-  private static streamFor(fh: FileHandle): fs.WriteStream {
-    // The stream owns the FileHandle (a bare fd would be closed when the handle is collected).
-    const s = fs.createWriteStream('', { fd: fh as unknown as number, autoClose: true });
+  private static streamFor(fd: number): fs.WriteStream {
+    // The stream owns the descriptor and closes it when ended.
+    const s = fs.createWriteStream('', { fd, autoClose: true });
     s.on('error', () => { /* a full disk must not take the router down */ });
     return s;
   }
 
   /**
-   * Open `path` for appending.
+   * Open `path` for appending (created 0600), with root's rights when the
+   * router runs unprivileged (runtime/privileges.ts): as Unit, where main
+   * opens access logs for the router.
    * @throws Error with the system message when it cannot be opened (apply fails → 500).
    */
   static async open(path: string): Promise<AccessLogFile> {
-    const fh = await fs.promises.open(path, 'a', 0o600);
-    return new AccessLogFile(path, fh);
+    return new AccessLogFile(path, openForAppend(path));
   }
 
   write(line: string): void {
@@ -43,9 +44,9 @@ export class AccessLogFile {
   /** Reopen the same path (log rotation); the old descriptor is closed after pending lines. */
   async reopen(): Promise<void> {
     if (this.closed) return;
-    const fh = await fs.promises.open(this.path, 'a', 0o600);
+    const fd = openForAppend(this.path);
     const old = this.stream;
-    this.stream = AccessLogFile.streamFor(fh);
+    this.stream = AccessLogFile.streamFor(fd);
     old.end();
   }
 
@@ -54,6 +55,11 @@ export class AccessLogFile {
     this.closed = true;
     this.stream.end();
   }
+}
+
+/** Open `path` append-only, creating it 0600; privileged when the process dropped root. */
+function openForAppend(path: string): number {
+  return asPrivileged(() => fs.openSync(path, 'a', 0o600));
 }
 
 /** Escape a value for a JSON string (without the quotes). */

@@ -16,10 +16,13 @@ import type { AppManagerLike } from '../apps/types.ts';
 import { Router, type PreparedConfig } from './router.ts';
 import { AppGateway, RemoteApps, type AppTargetsInfo } from './app-gateway.ts';
 import type { RouterHost } from './host.ts';
+import { dropPrivileges } from '../runtime/privileges.ts';
 
 process.title = 'junction: router';
 const settings = JSON.parse(process.env.JUNCTION_SETTINGS ?? '{}') as ChildSettings;
 delete process.env.JUNCTION_SETTINGS;
+// Started by a root main: serve as --user/--group (shares are read with that user's rights).
+if (settings.user !== undefined) dropPrivileges(settings.user, settings.group);
 const main = new Channel(process);
 
 const appHost: AppHost = {

@@ -144,7 +144,7 @@ Usage: ${argv0} [options]
   --tmpdir DIR                temporary files directory
                               default: "${d.tmpdir}"
 
-  --user USER                 unprivileged user for applications (root only)
+  --user USER                 unprivileged user for the router and applications (root only)
                               default: "${d.user}"
   --group GROUP               group of that user
                               default: the user's primary group
