@@ -10,7 +10,7 @@
  *
  *   METHOD <raw target> HTTP/1.1
  *   Junction-App: <app> [<target>]
- *   Junction-Request: <version> <tls> <remote addr> <local addr> <local port> <server name> <path> <query>
+ *   Junction-Request: <version> <tls> <remote addr> <local addr> <local port> <server name> <path> <query> <remote port>
  *   [Junction-Tunnel: 1]                  a WebSocket handshake: the connection becomes the tunnel
  *   <the client's fields, in order>
  *
@@ -69,7 +69,8 @@ export function describeTargets(tx: AppTransaction, applications: Record<string,
 /** The metadata fields of a forwarded request (see the module comment). */
 function metaFields(app: string, u: Omit<AppRequest, 'res' | 'fail'>, tunnel: boolean): string {
   return `Junction-App: ${app}\r\nJunction-Request: ${u.req.httpVersion === '1.0' ? '1.0' : '1.1'} ${u.tls ? 1 : 0} ` +
-    `${enc(u.remoteAddr)} ${enc(u.localAddr)} ${enc(u.localPort)} ${enc(u.serverName)} ${enc(u.path)} ${enc(u.query)}\r\n` +
+    `${enc(u.remoteAddr)} ${enc(u.localAddr)} ${enc(u.localPort)} ${enc(u.serverName)} ${enc(u.path)} ${enc(u.query)} ` +
+    `${u.remotePort ?? 0}\r\n` +
     (tunnel ? 'Junction-Tunnel: 1\r\n' : '');
 }
 
@@ -89,6 +90,7 @@ class ForwardedRequest implements AppRequest {
   path: string;
   query: string;
   remoteAddr: string;
+  remotePort: number;
   localAddr: string;
   localPort: string;
   serverName: string;
@@ -106,6 +108,7 @@ class ForwardedRequest implements AppRequest {
     this.serverName = dec(m[5]);
     this.path = dec(m[6]);
     this.query = dec(m[7]);
+    this.remotePort = Number(m[8]) || 0;
     this.rawHeaders = fields;
   }
 
@@ -209,7 +212,7 @@ export class AppGateway {
     const r = new ForwardedRequest(req, undefined as unknown as http.ServerResponse, meta.m, meta.fields);
     const u: AppUpgrade = {
       req, socket, head,
-      target: r.target, path: r.path, query: r.query, remoteAddr: r.remoteAddr, localAddr: r.localAddr,
+      target: r.target, path: r.path, query: r.query, remoteAddr: r.remoteAddr, remotePort: r.remotePort, localAddr: r.localAddr,
       localPort: r.localPort, serverName: r.serverName, tls: r.tls, rawHeaders: r.rawHeaders,
     };
     t.upgrade(u);

@@ -443,10 +443,20 @@ export class BodyRelay {
     return false;
   }
 
-  /** The read ended: a held piece goes out. False when the client is slow (as push). */
+  /**
+   * The read ended: a held piece goes out, or, when the read brought the head
+   * alone (an event stream, a long poll, `flushHeaders()`), the head does.
+   * False when the client is slow (as push).
+   */
   flush(onDrain: () => void): boolean {
     const h = this.held;
-    if (h === null) return true;
+    if (h === null) {
+      if (!this.streamed) {
+        this.streamed = true;
+        this.res.flushHeaders();
+      }
+      return true;
+    }
     this.held = null;
     this.streamed = true;
     if (this.res.write(h)) return true;
@@ -458,6 +468,7 @@ export class BodyRelay {
   end(): void {
     const h = this.held;
     this.held = null;
+    this.streamed = true;
     if (h === null) this.res.end();
     else if (h.length <= ONE_WRITE_MAX) this.res.endWith(h.toString('latin1'));
     else this.res.end(h);

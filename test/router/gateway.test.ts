@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
@@ -40,6 +41,9 @@ async function pair(config: Record<string, unknown>, apps: TestApps): Promise<Pa
   };
 }
 
+let releaseBody: () => void = () => {};
+const bodyReleased = new Promise<void>((resolve) => { releaseBody = resolve; });
+
 /** An application that shows what it was given. */
 function echoApps(seen: AppRequest[]): TestApps {
   const apps = new TestApps();
@@ -57,6 +61,13 @@ function echoApps(seen: AppRequest[]): TestApps {
     },
   });
   apps.targets.set('fail', { serve(r: AppRequest) { r.fail(503); } });
+  apps.targets.set('later', {
+    serve(r: AppRequest) {
+      r.res.writeHead(200, { 'Content-Type': 'text/event-stream' });
+      r.res.flushHeaders();
+      void bodyReleased.then(() => r.res.end('data: late\n\n'));
+    },
+  });
   apps.targets.set('big', {
     serve(r: AppRequest) {
       r.res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': String(4 * 65536) });
@@ -80,8 +91,9 @@ function echoApps(seen: AppRequest[]): TestApps {
 }
 
 const CONFIG = {
-  applications: { echo: {}, fail: {}, big: {}, ws: {} },
+  applications: { echo: {}, fail: {}, big: {}, ws: {}, later: {} },
   routes: [
+    { match: { uri: '/later' }, action: { pass: 'applications/later' } },
     { match: { uri: '/fail' }, action: { pass: 'applications/fail' } },
     { match: { uri: '/big' }, action: { pass: 'applications/big' } },
     { match: { uri: '/ws' }, action: { pass: 'applications/ws' } },
@@ -107,6 +119,8 @@ test('gateway: requests for applications reach router 0 with their metadata; the
     const fields = seen[0].rawHeaders;
     assert.deepEqual(fields.slice(0, 6), ['Host', 'Example.COM:8080', 'Content-Length', '5', 'Junction-App', 'ws']);
     assert.equal(seen[0].localPort, String(p.second.port));
+    // The client's port crosses the gateway too (apps see it as REMOTE_PORT / req.socket.remotePort).
+    assert.ok(Number.isInteger(seen[0].remotePort) && seen[0].remotePort! > 0, `remote port ${seen[0].remotePort}`);
 
     // HTTP/1.0, HEAD, keep-alive with several requests on one connection.
     const old = one(await raw(p.second.port, 'GET /v HTTP/1.0\r\n\r\n'));
@@ -197,4 +211,22 @@ test('gateway: router 0 gone → 503 from the forwarding router; back again → 
     gateway.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('gateway: a head the application flushed before its body reaches the client at once', { timeout: 10_000 }, async () => {
+  const p = await pair(CONFIG, echoApps([]));
+  try {
+    const body = await new Promise<string>((resolve, reject) => {
+      const req = http.get({ host: '127.0.0.1', port: p.second.port, path: '/later', agent: false }, (res) => {
+        assert.equal(res.statusCode, 200);
+        assert.equal(res.headers['content-type'], 'text/event-stream');
+        let text = '';
+        res.on('data', (d) => { text += d; });
+        res.on('end', () => resolve(text));
+        releaseBody();
+      });
+      req.on('error', reject);
+    });
+    assert.equal(body, 'data: late\n\n');
+  } finally { await p.stop(); }
 });

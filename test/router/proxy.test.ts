@@ -231,3 +231,34 @@ test('proxy: a kept-alive connection the server closed is retried once on a new 
     assert.equal(b.connections(), 2);
   } finally { await s.stop(); await b.close(); }
 });
+
+test('proxy: a head sent before its body (event stream, long poll) reaches the client at once', { timeout: 10_000 }, async () => {
+  let release: () => void = () => {};
+  const released = new Promise<void>((resolve) => { release = resolve; });
+  const backend = http.createServer((_req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/event-stream' });
+    res.flushHeaders();
+    void released.then(() => res.end('data: late\n\n'));
+  });
+  await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+  const port = (backend.address() as net.AddressInfo).port;
+  const s = await start({ routes: [{ action: { proxy: `http://127.0.0.1:${port}` } }] });
+  try {
+    const body = await new Promise<string>((resolve, reject) => {
+      const req = http.get({ host: '127.0.0.1', port: s.port, path: '/events', agent: false }, (res) => {
+        // The head is here while the backend still holds the body back.
+        assert.equal(res.statusCode, 200);
+        assert.equal(res.headers['content-type'], 'text/event-stream');
+        let text = '';
+        res.on('data', (d) => { text += d; });
+        res.on('end', () => resolve(text));
+        release();
+      });
+      req.on('error', reject);
+    });
+    assert.equal(body, 'data: late\n\n');
+  } finally {
+    await s.stop();
+    backend.close();
+  }
+});
