@@ -62,7 +62,13 @@ async function channelOf(slot: RouterSlot): Promise<Channel> {
       await new Promise((resolve) => setTimeout(resolve, 50));
       continue;
     }
-    await Promise.race([slot.ready, new Promise((resolve) => child.once('exit', resolve))]);
+    let onExit: (() => void) | undefined;
+    const exited = new Promise<void>((resolve) => { onExit = resolve; child.once('exit', onExit); });
+    try {
+      await Promise.race([slot.ready, exited]);
+    } finally {
+      child.removeListener('exit', onExit!);
+    }
     if (slot.child === child && slot.channel !== undefined && child.exitCode === null && child.signalCode === null) return slot.channel;
   }
   throw new Error('router is not running');

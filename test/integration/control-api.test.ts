@@ -236,6 +236,14 @@ describe('control API', () => {
     assert.match(data, /\r\nConnection: close\r\n/);
   });
 
+  test('many /status requests and applies leave no listeners behind in main (no MaxListenersExceededWarning)', async () => {
+    for (let i = 0; i < 30; i++) assert.equal((await j.api('GET', '/status')).status, 200);
+    for (let i = 0; i < 12; i++) {
+      assert.equal((await j.api('PUT', '/config/settings', { http: { idle_timeout: 30 + i } })).status, 200);
+    }
+    assert.doesNotMatch(j.stderr, /MaxListenersExceeded/);
+  });
+
   test('#32 restart restores the configuration; version file written', async () => {
     const r = await request({ socketPath: j.control, method: 'PUT', path: '/config', body: JSON.stringify(B) });
     assert.equal(r.status, 200);

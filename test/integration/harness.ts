@@ -96,6 +96,8 @@ export class Junction {
   readonly statedir: string;
   readonly pidFile: string;
   proc?: ChildProcess;
+  /** What main printed on stderr so far (in the foreground, Node's own warnings land here). */
+  stderr = '';
 
   private constructor(dir: string) {
     this.dir = dir;
@@ -118,9 +120,9 @@ export class Junction {
       '--pid', this.pidFile, '--tmpdir', this.dir, ...USER_ARGS, ...(o.args ?? [])];
     const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...o.env } });
     this.proc = proc;
-    let stderr = '';
-    proc.stderr!.on('data', (c) => { stderr += c; });
-    const exited = new Promise<never>((_, reject) => proc.once('exit', (code) => reject(new Error(`junction exited (${code}): ${stderr}`))));
+    this.stderr = '';
+    proc.stderr!.on('data', (c) => { this.stderr += c; });
+    const exited = new Promise<never>((_, reject) => proc.once('exit', (code) => reject(new Error(`junction exited (${code}): ${this.stderr}`))));
     await Promise.race([exited, waitFor(async () => (await this.api('GET', '/config')).status === 200, 'control socket', 20_000)]);
     exited.catch(() => {});
   }
