@@ -9,6 +9,7 @@
  * One Exchange per request. The pool owns accounting and `limits.timeout`;
  * the transport owns the bytes.
  */
+import type { ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { AppRequest, AppUpgrade } from './types.ts';
 import { SERVER_NAME } from '../runtime/version.ts';
@@ -70,6 +71,18 @@ export function writeRawError(socket: Duplex, status: number): void {
     `HTTP/1.1 ${status} ${REASONS[status] ?? ''}\r\n` +
     `Content-Type: text/html\r\nServer: ${SERVER_NAME}\r\nDate: ${new Date().toUTCString()}\r\n` +
     `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+}
+
+/**
+ * End a response whose body came out shorter than the Content-Length the
+ * application announced: the client connection is closed once what there is
+ * has been sent, so that the client sees the response as incomplete (RFC 9112
+ * §6.3, §8) instead of waiting on a connection nothing more arrives on.
+ */
+export function endShort(res: ServerResponse): void {
+  res.shouldKeepAlive = false;
+  (res as unknown as { _last: boolean })._last = true;
+  res.end();
 }
 
 /**

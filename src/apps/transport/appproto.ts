@@ -14,7 +14,7 @@ import net from 'node:net';
 import { ServerResponse, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { DROPPED_RESPONSE_FIELDS, type AppConnection, type Exchange } from '../exchange.ts';
+import { DROPPED_RESPONSE_FIELDS, endShort, type AppConnection, type Exchange } from '../exchange.ts';
 import { SERVER_NAME } from '../../runtime/version.ts';
 
 export const PROTOCOL_VERSION = 1;
@@ -119,6 +119,8 @@ export interface Head {
   fields: string[];
   /** The app sent a Content-Length. */
   length: boolean;
+  /** Its value, -1 when absent or not a number. */
+  declared: number;
   /** Offset of the body bytes that follow the fields in the same payload. */
   end: number;
 }
@@ -129,6 +131,7 @@ export function decodeHead(p: Buffer): Head {
   const n = p.readUInt16BE(2);
   const fields: string[] = [];
   let length = false;
+  let declared = -1;
   let o = 4;
   for (let i = 0; i < n; i++) {
     const nl = p.readUInt16BE(o); o += 2;
@@ -140,6 +143,7 @@ export function decodeHead(p: Buffer): Head {
     const lower = name.toLowerCase();
     if (lower === 'content-length') {
       length = true;
+      if (/^\d{1,15}$/.test(value)) declared = Number(value);
     } else if (lower === 'status') {
       const s = parseInt(value, 10);
       if (s >= 100 && s <= 999) status = s;
@@ -149,7 +153,7 @@ export function decodeHead(p: Buffer): Head {
     }
     fields.push(name, value);
   }
-  return { status, fields, length, end: o };
+  return { status, fields, length, declared, end: o };
 }
 
 /** Stream kinds: an HTTP exchange, a WebSocket handshake waiting for the app, an open WebSocket. */
@@ -167,6 +171,10 @@ class Stream {
   sendWindow: number;
   /** Response bytes written to the client and not yet credited back. */
   unacked = 0;
+  /** The Content-Length the app announced (-1: none, or a body the client does not get). */
+  declared = -1;
+  /** Response body bytes written to the client. */
+  written = 0;
   headSent = false;
   aborted = false;
   done = false;
@@ -509,7 +517,8 @@ export class AppProtoConnection implements AppConnection {
     if (s.ex.upgrade) head.fields.push('Server', SERVER_NAME);
     const body = head.end < p.length ? p.subarray(head.end) : null;
     try {
-      if ((flags & F_END) && head.length) {
+      if (head.declared >= 0 && s.req.method !== 'HEAD' && head.status !== 204 && head.status !== 304) s.declared = head.declared;
+      if ((flags & F_END) && head.length && (body?.length ?? 0) >= s.declared) {
         // A complete response of known length: one write.
         res.writeHead(head.status, head.fields as unknown as OutgoingHttpHeaders);
         s.headSent = true;
@@ -525,10 +534,14 @@ export class AppProtoConnection implements AppConnection {
     }
     s.headSent = true;
     if (body !== null) this.#body(s, res, body);
-    if (flags & F_END) {
-      res.end();
-      this.#finish(s);
-    }
+    if (flags & F_END) this.#end(s, res);
+  }
+
+  /** The app's response is complete: end it (closing the connection when it fell short of its Content-Length). */
+  #end(s: Stream, res: ServerResponse): void {
+    if (s.written < s.declared) endShort(res);
+    else res.end();
+    this.#finish(s);
   }
 
   /** A broken response (bad head, head twice): 503 or a closed connection; the stream ends on the app's terminal frame. */
@@ -540,6 +553,7 @@ export class AppProtoConnection implements AppConnection {
 
   #body(s: Stream, res: ServerResponse, p: Buffer): void {
     s.unacked += p.length;
+    s.written += p.length;
     if (res.write(p)) {
       if (s.unacked >= (ROUTER_WINDOW >> 2)) {
         const n = s.unacked;
@@ -581,10 +595,7 @@ export class AppProtoConnection implements AppConnection {
     s.ex.activity();
     const res = s.res!;
     if (p.length > 0) this.#body(s, res, p);
-    if (flags & F_END) {
-      res.end();
-      this.#finish(s);
-    }
+    if (flags & F_END) this.#end(s, res);
   }
 
   #creditIn(s: Stream, p: Buffer): void {

@@ -44,6 +44,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { AppRequest } from '../types.ts';
 import { formatLogLine } from '../../runtime/log.ts';
+import { endShort } from '../exchange.ts';
 
 const VERSION_1 = 1;
 const BEGIN_REQUEST = 1;
@@ -516,6 +517,10 @@ class Exchange implements FastCgiExchange {
   /** STDOUT bytes before the header was complete. */
   head: Buffer | null = null;
   headLength = 0;
+  /** The Content-Length the script announced (-1: none, or a response without a body). */
+  declared = -1;
+  /** Body bytes written to the client. */
+  written = 0;
   headerDone = false;
   /** Output is no longer forwarded (client gone, timed out, or response failed). */
   discard = false;
@@ -901,6 +906,11 @@ export class FastCgiConnection {
     }
     try {
       const f = head.fields;
+      if (ex.r.req.method !== 'HEAD' && head.status !== 204 && head.status !== 304) {
+        for (let i = 0; i < f.length; i += 2) {
+          if (f[i].length === 14 && f[i].toLowerCase() === 'content-length' && /^\d{1,15}$/.test(f[i + 1])) ex.declared = Number(f[i + 1]);
+        }
+      }
       if (res.getHeaderNames().length === 0) {
         res.writeHead(head.status, f);
       } else {
@@ -924,6 +934,7 @@ export class FastCgiConnection {
 
   #write(ex: Exchange, data: Buffer): void {
     if (ex.discard || data.length === 0) return;
+    ex.written += data.length;
     const res = ex.r.res;
     if (res.destroyed) {
       // The client is gone: the rest of the output is read and dropped.
@@ -1003,7 +1014,8 @@ export class FastCgiConnection {
           return;
         }
       }
-      res.end();
+      if (ex.written < ex.declared) endShort(res);
+      else res.end();
     }
     this.#end(ex, true);
   }
