@@ -1,7 +1,8 @@
 /**
  * `rewrite` (spec/router.md §4.5): the expansion replaces the request path and
  * is normalised like a request target; any `?query`/`#fragment` in it is
- * dropped (the original query stays). `$request_uri` is not changed.
+ * dropped (the original query stays). `$request_uri` is not changed. With
+ * `settings.http.log_route` the new path is logged (§7.4).
  */
 import type { Request } from './request.ts';
 import type { Template } from './variables.ts';
@@ -20,5 +21,6 @@ export function applyRewrite(r: Request, rewrite: Template): boolean {
   r.path = path;
   r.rewritten = true;
   r.rewriteEscaped = s.lastIndexOf('%', end - 1) >= 0;
+  if (r.table.settings.logRoute) r.conn.log.notice(`URI rewritten to "${path}"`);
   return true;
 }

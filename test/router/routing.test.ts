@@ -267,3 +267,29 @@ test('graceful shutdown lets an in-flight request finish', async () => {
   assert.equal(r.get('connection'), 'close');
   await down;
 });
+
+test('settings.http.log_route: request line, steps selected and discarded, rewrites and fallbacks in the error log', async () => {
+  const s = await start({
+    routes: [
+      { match: { uri: '/nope' }, action: { return: 204 } },
+      { match: { uri: '/old/*' }, action: { rewrite: '/new', pass: 'routes' } },
+      { match: { uri: '/new' }, action: { share: '/nonexistent-dir$uri', fallback: { return: 200 } } },
+    ],
+    settings: { http: { log_route: true } },
+  });
+  try {
+    const r = one(await request(s.port, 'GET', '/old/x?q=1'));
+    assert.equal(r.status, 200);
+    const lines = s.host.log.lines;
+    assert.deepEqual(lines.filter((l) => !l.startsWith('[alert]') && !l.includes('router started')), [
+      '[notice] http request line "GET /old/x?q=1 HTTP/1.1"',
+      '[info] "routes/0" discarded',
+      '[notice] "routes/1" selected',
+      '[notice] URI rewritten to "/new"',
+      '[info] "routes/0" discarded',
+      '[info] "routes/1" discarded',
+      '[notice] "routes/2" selected',
+      '[notice] "fallback" taken',
+    ]);
+  } finally { await s.stop(); }
+});

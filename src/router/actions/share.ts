@@ -83,9 +83,15 @@ export class ShareHandler implements Handler {
 
   /** Take the fallback when there is one, else answer `status`. */
   private fail(r: Request, status: number): Handler | null {
-    if (this.fallback !== null) return enterAction(r, this.fallback);
+    if (this.fallback !== null) return this.takeFallback(r);
     r.res.sendError(status);
     return null;
+  }
+
+  /** Enter the fallback action (traced with `log_route`, spec/router.md §7.4). */
+  private takeFallback(r: Request): Handler | null {
+    if (r.table.settings.logRoute) r.conn.log.notice('"fallback" taken');
+    return enterAction(r, this.fallback!);
   }
 
   private async serve(r: Request): Promise<void> {
@@ -128,7 +134,7 @@ export class ShareHandler implements Handler {
         status = 404;
       }
       if (this.fallback !== null) {
-        dispatch(r, enterAction(r, this.fallback));
+        dispatch(r, this.takeFallback(r));
         return;
       }
       r.res.sendError(status);
