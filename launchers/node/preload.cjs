@@ -22,7 +22,9 @@
  *   server, with Junction's `Server` field, idle timeout and body size limit,
  *   and their counters are reported back. When told to quit (SIGTERM), the
  *   process gives its idle client connections back to the router, lets busy
- *   ones finish their request, and exits when none is left.
+ *   ones finish their request, and exits when none is left. When it exits
+ *   otherwise (process.exit(), an uncaught exception), idle connections still
+ *   go back to the router, and a request with no response yet gets a 503.
  * - `unit-http` (Unit's Node module: `require('unit-http')`,
  *   `--require unit-http/loader`, `--loader unit-http/loader.mjs`) resolves to
  *   node:http and to this file, for CommonJS and ES modules alike.
@@ -452,6 +454,92 @@ function patchEmit(proto) {
   };
 }
 
+/** The IPC channel's pipe handle (Node keeps it on `process` under a symbol), or null. */
+function channelHandle() {
+  const sym = Object.getOwnPropertySymbols(process).find((x) => x.description === 'kChannelHandle');
+  const pipe = sym === undefined ? undefined : process[sym];
+  return pipe !== null && typeof pipe === 'object' && typeof pipe.writeUtf8String === 'function' ? pipe : null;
+}
+
+/**
+ * A function writing a line (and optionally a handle's descriptor) to the
+ * channel now, in this call: true when the kernel took it. Node's own
+ * process.send() queues handles behind acknowledgements, which an exiting
+ * process never gets; libuv writes at once when nothing is queued.
+ */
+function syncChannelWriter() {
+  const pipe = channelHandle();
+  if (pipe === null || !process.connected) return null;
+  let b;
+  try {
+    b = process.binding('stream_wrap');
+  } catch {
+    return null;
+  }
+  return (text, handle) => {
+    const req = new b.WriteWrap();
+    req.handle = pipe;
+    req.oncomplete = () => {};
+    req.async = false;
+    let err;
+    try {
+      err = handle === undefined ? pipe.writeUtf8String(req, text) : pipe.writeUtf8String(req, text, handle);
+    } catch {
+      return false;
+    }
+    return err === 0 && !b.streamBaseState[b.kLastWriteWasAsync];
+  };
+}
+
+/**
+ * The process is exiting without having drained (process.exit() by the
+ * application, an uncaught exception): only synchronous work is possible.
+ * The router is told that this process takes no more connections; the
+ * handed-over connections node:http has between requests go back to it (the
+ * descriptor is on its way before the process is gone, or the connection
+ * closes with it); a request without any of its response yet gets Unit's 503
+ * with `Connection: close`; a response already begun is cut short.
+ */
+function onExit() {
+  if (direct.size === 0 || mainServer === null) return;
+  const write = syncChannelWriter();
+  if (write !== null) write('{"junction":"exiting"}\n');
+  const idle = new Set();
+  const list = [...direct];
+  if (typeof mainServer.closeIdleConnections === 'function') {
+    const collect = function collectIdle() { idle.add(this); return this; };
+    for (const s of list) s.destroy = collect;
+    try {
+      mainServer.closeIdleConnections();
+    } catch {
+      /* nothing more can be known */
+    } finally {
+      for (const s of list) if (s.destroy === collect) delete s.destroy;
+    }
+  } else {
+    for (const s of list) if (s[kDirect].busy === 0) idle.add(s);
+  }
+  for (const s of list) {
+    const handle = s._handle;
+    if (handle == null) continue;
+    const d = s[kDirect];
+    if (idle.has(s)) {
+      if (write !== null) write(`${JSON.stringify({ cmd: 'NODE_HANDLE', type: 'net.Socket', msg: { junction: 'back', l: d.l } })}\n`, handle);
+      continue;
+    }
+    const res = s._httpMessage;
+    if ((res != null && res.headersSent) || s.writableLength > 0 || typeof handle.fd !== 'number' || handle.fd < 0) continue;
+    const body = errorPage(503);
+    const server = d.server === '' ? '' : `Server: ${d.server}\r\n`;
+    try {
+      fs.writeSync(handle.fd, `HTTP/1.1 503 Service Unavailable\r\n${server}Date: ${new Date().toUTCString()}\r\n` +
+        `Content-Type: text/html\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+    } catch {
+      /* the client is gone, or its buffer is full: it sees the connection close */
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------
 
 function install() {
@@ -518,6 +606,7 @@ function install() {
       if (msg !== null && typeof msg === 'object' && msg.junction === 'conn' && socket) adopt(msg, socket);
     });
     process.channel.unref();
+    process.on('exit', onExit);
   }
 
   // Junction stops processes with SIGTERM: give handed-over connections back,

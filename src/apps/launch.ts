@@ -100,12 +100,11 @@ export function unsupportedIsolation(isolation: unknown): string | null {
 }
 
 /**
- * Connection hand-off to Node apps is opt-in (`JUNCTION_HANDOFF=1` in the
- * daemon's environment): a process that crashes takes its clients'
- * connections with it, and a connection handed over while a process dies can
- * be lost, where the proxied path answers 503 to one client and retries.
+ * Connection hand-off to Node apps (transport/handoff.ts) is on unless the
+ * daemon runs with `JUNCTION_HANDOFF=0` in its environment: then every request
+ * to a Node app is proxied by the router (docs/external-apps.md).
  */
-const HANDOFF = process.env.JUNCTION_HANDOFF === '1';
+const HANDOFF = process.env.JUNCTION_HANDOFF !== '0';
 
 export function describeApp(name: string, conf: Obj, ctx: LaunchContext): AppLaunch {
   const type = String(conf.type ?? '');

@@ -59,6 +59,10 @@ class HttpTarget extends Target {
   handoff(h: AppHandoff): boolean {
     return this.entry.pool.handoff(h);
   }
+
+  get wholeConnections(): boolean {
+    return this.entry.launch.handoff === true;
+  }
 }
 
 /** One generation of one application: its JSON, launch description, current pool and targets. */

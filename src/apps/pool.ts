@@ -18,7 +18,7 @@ import type { Logger } from '../runtime/log.ts';
 import { writeRawError, type AppConnection, type Exchange } from './exchange.ts';
 import type { AppLaunch, PoolConfig } from './launch.ts';
 import { HttpConnection } from './transport/http.ts';
-import { HandoffChannel, HeldConnection } from './transport/handoff.ts';
+import { HandoffChannel, HeldConnection, markRefused } from './transport/handoff.ts';
 import { AppProtoConnection } from './transport/appproto.ts';
 import { PhpConnection } from './php.ts';
 
@@ -566,6 +566,8 @@ export class Pool {
     }
     // In-flight requests fail now: 503, or a closed connection after the head.
     p.conn?.close();
+    // Connections handed to it and never taken come back to the router.
+    if (p.conn instanceof HttpConnection) p.conn.exited();
     if (was === 'ready' && p.served === 0 && performance.now() - p.readyAt < EARLY_EXIT) this.#earlyExits++;
     else this.#earlyExits = 0;
     if (!this.retired) {
@@ -676,7 +678,8 @@ export class Pool {
     if (this.#held.length === 0) return;
     const share = Math.ceil(this.#held.length / (this.pending + 1));
     for (const held of this.#held.splice(0, share)) {
-      if (!this.handoff(held.release())) held.h.reinject(held.h.socket);
+      const h = held.release();
+      if (!this.handoff(h)) h.reinject(markRefused(h.socket));
     }
   }
 

@@ -124,6 +124,13 @@ export interface AppTarget {
    * alone). @returns false when it cannot now: the router serves it.
    */
   handoff?(h: AppHandoff): boolean;
+  /**
+   * The application's processes take whole connections (AppLaunch.handoff):
+   * true when this router hands them over (handoff() does), 'primary' on a
+   * router that reaches the application through the primary router, which
+   * does (router/app-gateway.ts).
+   */
+  readonly wholeConnections?: boolean | 'primary';
 }
 
 export interface AppStatus {

@@ -89,9 +89,16 @@ let seq = 0;
 export async function spawnApp(spec: AppSpawnSpec, opts: SpawnOptions): Promise<SpawnedApp> {
   const cwd = spec.cwd ?? process.cwd();
   const exe = isAbsolute(spec.executable) ? spec.executable : resolve(cwd, spec.executable);
-  await checkDir(cwd);
-  await checkExecutable(exe);
-  const creds = await credentials(spec);
+  let creds: Credentials | undefined;
+  try {
+    await checkDir(cwd);
+    await checkExecutable(exe);
+    creds = await credentials(spec);
+  } catch (e) {
+    // Main's copy of the channel: the router sees its end, as for any failed start.
+    opts.channel?.destroy();
+    throw e;
+  }
 
   const stdoutFd = spec.stdout ? await openOutput(resolve(cwd, spec.stdout), opts.log) : undefined;
   const stderrFd = spec.stderr ? await openOutput(resolve(cwd, spec.stderr), opts.log) : undefined;
@@ -120,10 +127,9 @@ export async function spawnApp(spec: AppSpawnSpec, opts: SpawnOptions): Promise<
       env.NODE_CHANNEL_SERIALIZATION_MODE = 'json';
     }
     const argv = [exe, ...spec.arguments];
-    const useSetpriv = creds !== undefined && creds.setpriv;
     // The process ends with main even when main is killed outright (SIGKILL),
     // instead of living on as an orphan that holds its socket.
-    const setpriv = useSetpriv
+    const setpriv = creds !== undefined && creds.setpriv
       ? [SETPRIV, `--reuid=${creds.uid}`, `--regid=${creds.gid}`, '--init-groups', '--pdeathsig', 'TERM', '--']
       : (await hasSetpriv()) ? [SETPRIV, '--pdeathsig', 'TERM', '--'] : [];
     const shellArgs = ['-c', EXEC_WITH_LISTEN_PID, ...setpriv, ...argv];
@@ -311,6 +317,8 @@ export class ChannelRendezvous {
   readonly #arrived = new Map<string, net.Socket>();
   /** take() calls waiting for their token. */
   readonly #waiting = new Map<string, (s: net.Socket) => void>();
+  /** Tokens take() gave up on: their connection, should it come, is closed (the router sees the channel end). */
+  readonly #abandoned = new Set<string>();
 
   private constructor(path: string, server: net.Server) {
     this.path = path;
@@ -347,6 +355,10 @@ export class ChannelRendezvous {
       s.removeListener('data', onData);
       s.pause();
       const token = line.slice(0, nl);
+      if (this.#abandoned.delete(token)) {
+        s.destroy();
+        return;
+      }
       const waiter = this.#waiting.get(token);
       if (waiter) {
         this.#waiting.delete(token);
@@ -362,7 +374,10 @@ export class ChannelRendezvous {
     s.once('close', () => clearTimeout(timer));
   }
 
-  /** The connection that introduced itself with `token`, waiting up to `ms` for it; undefined if none came. */
+  /**
+   * The connection that introduced itself with `token`, waiting up to `ms`
+   * for it; undefined if none came (one that comes later is closed).
+   */
   take(token: string, ms = 5000): Promise<net.Socket | undefined> {
     const s = this.#arrived.get(token);
     if (s) {
@@ -370,7 +385,11 @@ export class ChannelRendezvous {
       return Promise.resolve(s);
     }
     return new Promise((resolve) => {
-      const timer = setTimeout(() => { this.#waiting.delete(token); resolve(undefined); }, ms);
+      const timer = setTimeout(() => {
+        this.#waiting.delete(token);
+        this.#abandoned.add(token);
+        resolve(undefined);
+      }, ms);
       this.#waiting.set(token, (sock) => { clearTimeout(timer); resolve(sock); });
     });
   }

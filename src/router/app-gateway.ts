@@ -41,8 +41,17 @@ const FAIL_REASON = 'Junction-Fail';
 /** Fields of the gateway hop, not the application's. */
 const HOP = new Set(['connection', 'keep-alive', 'transfer-encoding']);
 
-/** For each application, its targets ('' for a pass without one) and whether they take WebSocket upgrades. */
-export type AppTargetsInfo = Record<string, Record<string, boolean>>;
+/**
+ * For each application, its targets ('' for a pass without one): whether
+ * they take WebSocket upgrades (`upgrade`), and whether router 0 hands their
+ * connections to the application's processes whole (`whole`, AppTarget.wholeConnections).
+ */
+export type AppTargetsInfo = Record<string, Record<string, { upgrade: boolean; whole: boolean }>>;
+
+/** What one prepared target offers the other routers. */
+function targetInfo(t: AppTarget): { upgrade: boolean; whole: boolean } {
+  return { upgrade: t.upgrade !== undefined, whole: t.wholeConnections === true };
+}
 
 const enc = (v: string): string => '_' + encodeURIComponent(v);
 const dec = (v: string | undefined): string => (v === undefined || v.length < 1 ? '' : decodeURIComponent(v.slice(1)));
@@ -51,14 +60,14 @@ const dec = (v: string | undefined): string => (v === undefined || v.length < 1 
 export function describeTargets(tx: AppTransaction, applications: Record<string, unknown>): AppTargetsInfo {
   const out: AppTargetsInfo = {};
   for (const name of Object.keys(applications ?? {})) {
-    const targets: Record<string, boolean> = {};
+    const targets: Record<string, { upgrade: boolean; whole: boolean }> = {};
     const dflt = tx.target(name);
-    if (dflt !== undefined) targets[''] = dflt.upgrade !== undefined;
+    if (dflt !== undefined) targets[''] = targetInfo(dflt);
     const conf = (applications[name] as Record<string, unknown> | null)?.targets;
     if (conf !== null && typeof conf === 'object') {
       for (const t of Object.keys(conf)) {
         const at = tx.target(name, t);
-        if (at !== undefined) targets[t] = at.upgrade !== undefined;
+        if (at !== undefined) targets[t] = targetInfo(at);
       }
     }
     out[name] = targets;
@@ -331,10 +340,13 @@ class RemoteTarget implements AppTarget {
   readonly apps: RemoteApps;
   /** `Junction-App` value. */
   readonly app: string;
+  /** Router 0 hands the application's connections over whole (listener.ts leaves such listeners to it). */
+  readonly wholeConnections: 'primary' | undefined;
 
-  constructor(apps: RemoteApps, name: string, target: string | undefined) {
+  constructor(apps: RemoteApps, name: string, target: string | undefined, whole = false) {
     this.apps = apps;
     this.app = target === undefined ? enc(name) : `${enc(name)} ${enc(target)}`;
+    this.wholeConnections = whole ? 'primary' : undefined;
   }
 
   serve(ar: AppRequest): void {
@@ -397,9 +409,9 @@ export class RemoteApps implements AppManagerLike {
   async prepare(): Promise<AppTransaction> {
     const targets = new Map<string, RemoteTarget>();
     for (const [name, ts] of Object.entries(this.next)) {
-      for (const [t, upgrade] of Object.entries(ts)) {
-        const T = upgrade ? RemoteUpgradeTarget : RemoteTarget;
-        targets.set(`${name}\0${t}`, new T(this, name, t === '' ? undefined : t));
+      for (const [t, info] of Object.entries(ts)) {
+        const T = info.upgrade ? RemoteUpgradeTarget : RemoteTarget;
+        targets.set(`${name}\0${t}`, new T(this, name, t === '' ? undefined : t, info.whole));
       }
     }
     return {

@@ -29,6 +29,7 @@ import type { Peer } from './request.ts';
 import { SERVER_NAME } from '../runtime/version.ts';
 import { httpDate } from './response.ts';
 import { rawErrorResponse } from './errors.ts';
+import { plainOnTls } from './tls-accept.ts';
 
 /** Counters reported by `GET /status` (§12). */
 export class Counters {
@@ -101,6 +102,10 @@ export class Connection {
   readonly localPort: string;
   readonly localFamily: 'IPv4' | 'IPv6' | 'unix';
   readonly localPeer: Peer;
+  /** TLS was negotiated (a TLS listener's connection, tls-accept.ts). */
+  readonly tls: boolean;
+  /** Plain HTTP on a TLS listener: every request gets the 497 answer (§10.4). */
+  readonly plainOnTls: boolean;
   phase = IDLE;
   /** Requests parsed and not yet answered (pipelining). */
   outstanding = 0;
@@ -135,6 +140,8 @@ export class Connection {
       this.localPort = String(socket.localPort ?? '');
     }
     this.localPeer = { family: this.localFamily, address: this.localAddr, port: Number(this.localPort) || 0 };
+    this.tls = (socket as Socket & { encrypted?: boolean }).encrypted === true;
+    this.plainOnTls = !this.tls && plainOnTls(socket);
     (socket as unknown as Record<symbol, Connection>)[kConnection] = this;
     state.counters.accepted++;
     state.counters.idle++;

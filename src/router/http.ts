@@ -14,7 +14,7 @@ import { connectionOf, type Connection } from './connection.ts';
 import { dispatch } from './action.ts';
 import { splitTarget } from './uri.ts';
 import { applyForwarded } from './forwarded.ts';
-import { rawErrorResponse } from './errors.ts';
+import { rawErrorResponse, STATUS_PLAIN_HTTP_ON_TLS } from './errors.ts';
 import { readChunkedBody } from './body.ts';
 
 /** Field-name chars Unit calls safe: A–Z a–z 0–9 and `-` (§2.4). */
@@ -167,6 +167,8 @@ export function acceptRequest(req: IncomingMessage, res: UnitResponse, c: Connec
     if (t === null) status = 400;
     else { r.path = t.path; r.query = t.query; r.hasQuery = t.hasQuery; }
   }
+  // Plain HTTP on a TLS listener: after the header checks, before anything else (§10.4).
+  if (status === 0 && c.plainOnTls) status = STATUS_PLAIN_HTTP_ON_TLS;
   if (status === 0 && extra !== undefined) status = extra(r);
   if (status !== 0) {
     r.forceClose = true;
@@ -187,8 +189,25 @@ export function acceptRequest(req: IncomingMessage, res: UnitResponse, c: Connec
 export function onRequest(req: IncomingMessage, response: import('node:http').ServerResponse): void {
   const a = acceptRequest(req, response as UnitResponse, connectionOf(req.socket));
   if (a === null) return;
+  proceed(a);
+}
+
+/**
+ * `checkContinue` listener (a request with `Expect: 100-continue`): the
+ * interim `100 Continue` goes out only once the header passed Unit's checks,
+ * so a body that would be refused (413 over `max_body_size`, 411, 400…) is
+ * never invited (RFC 9110 §10.1.1).
+ */
+export function onCheckContinue(req: IncomingMessage, response: import('node:http').ServerResponse): void {
+  const a = acceptRequest(req, response as UnitResponse, connectionOf(req.socket));
+  if (a === null) return;
+  response.writeContinue();
+  proceed(a);
+}
+
+function proceed(a: { r: Request; chunked: boolean }): void {
   if (a.chunked) {
-    (req as UnitIncoming).limitBody(a.r.table.settings.maxBodySize);
+    (a.r.req as UnitIncoming).limitBody(a.r.table.settings.maxBodySize);
     readChunkedBody(a.r, route);
     return;
   }

@@ -8,10 +8,10 @@ import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { ListenerConfig } from './table.ts';
 import { UnitResponse } from './response.ts';
-import { UnitIncoming, onRequest, onClientError } from './http.ts';
+import { UnitIncoming, onRequest, onCheckContinue, onClientError } from './http.ts';
 import { Connection, connectionOf, type RouterState } from './connection.ts';
 import { onUpgrade, shouldUpgrade } from './websocket.ts';
-import { Server as TlsServer } from 'node:tls';
+import { gateTls, viaTls } from './tls-accept.ts';
 import { AppHandler } from './actions/pass.ts';
 import type { AppTarget } from '../apps/types.ts';
 
@@ -36,6 +36,20 @@ function handoffTarget(c: ListenerConfig): AppTarget | null {
   if (!(c.pass instanceof AppHandler) || c.pass.target.handoff === undefined) return null;
   if (c.forwarded.length > 0 || c.table.accessLog !== null || s.compression !== null || s.logRoute) return null;
   return c.pass.target;
+}
+
+/**
+ * Whether this router leaves the listener to the primary router (router 0):
+ * true on another router for a plain listener whose connections the primary
+ * hands whole to the application's processes (the same conditions as
+ * handoffTarget). Only the primary accepts on it then — it gives each
+ * connection away at once — where through this router every request would
+ * cross both routers (router/app-gateway.ts). See docs/external-apps.md.
+ */
+export function leftToPrimary(c: ListenerConfig): boolean {
+  const s = c.table.settings;
+  if (c.tls !== null || !(c.pass instanceof AppHandler) || c.pass.target.wholeConnections !== 'primary') return false;
+  return !(c.forwarded.length > 0 || c.table.accessLog !== null || s.compression !== null || s.logRoute);
 }
 
 /** A listener's http.Server and the configuration new connections get. */
@@ -71,15 +85,17 @@ export class Listener {
     });
     this.server.on('request', onRequest);
     this.server.on('clientError', onClientError);
+    this.server.on('checkContinue', onCheckContinue);
     this.server.on('upgrade', onUpgrade);
     this.server.on('timeout', onTimeout);
+    gateTls(this.server, () => this.config);
   }
 
   /** Offer a new connection to the application that takes them whole, if any. */
   private offer(socket: Socket): void {
     const t = this.handoff;
     // A TLS listener's connection ends TLS here: never handed over.
-    if (t === null || this.server instanceof TlsServer) return;
+    if (t === null || viaTls(socket)) return;
     const s = this.config.table.settings;
     t.handoff!({
       socket, server: s.serverHeader, idleTimeout: s.idleTimeout, maxBodySize: s.maxBodySize,
@@ -97,6 +113,7 @@ export class Listener {
   update(config: ListenerConfig): void {
     this.config = config;
     this.handoff = handoffTarget(config);
+    gateTls(this.server, () => this.config);
     (this.server as unknown as { maxHeaderSize: number }).maxHeaderSize = maxHeaderSize(config);
   }
 

@@ -63,18 +63,21 @@ if (remote === null && settings.router !== undefined) {
 const router = new Router(host, apps);
 log.info('router started');
 
-/** The controller's apply message: the configuration and the uploaded JS modules (name → source). */
-interface ApplyMessage { config: Record<string, unknown>; jsModules?: Record<string, string> }
+/**
+ * The controller's apply message: the configuration, the uploaded JS modules
+ * (name → source) and the certificate bundles listeners use (name → PEM).
+ */
+interface ApplyMessage { config: Record<string, unknown>; jsModules?: Record<string, string>; certificates?: Record<string, string> }
 
-main.handle('apply', async ({ config, jsModules }: ApplyMessage) => {
-  await router.apply(config, jsModules ?? {});
+main.handle('apply', async ({ config, jsModules, certificates }: ApplyMessage) => {
+  await router.apply(config, jsModules ?? {}, certificates ?? {});
 });
 
 /** A configuration prepared and waiting for main's commit or abort (main/routers.ts). */
 let pending: PreparedConfig | null = null;
-main.handle('prepare', async ({ config, jsModules, apps: offered }: ApplyMessage & { apps?: AppTargetsInfo }) => {
+main.handle('prepare', async ({ config, jsModules, certificates, apps: offered }: ApplyMessage & { apps?: AppTargetsInfo }) => {
   remote?.offer(offered);
-  const p = await router.prepare(config, jsModules ?? {});
+  const p = await router.prepare(config, jsModules ?? {}, certificates ?? {});
   pending = p;
   return remote === null ? { apps: p.apps } : {};
 });

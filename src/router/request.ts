@@ -44,8 +44,8 @@ export class Request implements AppRequest {
   readonly localAddr: string;
   readonly localPort: string;
   readonly localFamily: 'IPv4' | 'IPv6' | 'unix';
-  scheme: 'http' | 'https' = 'http';
-  readonly tls: boolean = false;
+  /** `https` on a TLS connection; `forwarded` `protocol` may change it (§1.3). */
+  scheme: 'http' | 'https';
   /** True when the client speaks HTTP/1.1 or later minor (not 1.0). */
   readonly http11: boolean;
   /** `performance.now()` at request creation (ms). */
@@ -91,8 +91,18 @@ export class Request implements AppRequest {
     this.localAddr = conn.localAddr;
     this.localPort = conn.localPort;
     this.localFamily = conn.localFamily;
+    this.scheme = conn.tls ? 'https' : 'http';
     this.http11 = req.httpVersionMinor !== 0;
     this.start = performance.now();
+  }
+
+  /**
+   * The request counts as secure: what `match.scheme` tests and applications
+   * get as their scheme (wsgi.url_scheme, HTTPS=on, the Node socket's
+   * `encrypted`): the connection's TLS, or what `forwarded` said.
+   */
+  get tls(): boolean {
+    return this.scheme === 'https';
   }
 
   /** Server name given to applications: the normalised host, or `localhost`. */

@@ -13,13 +13,14 @@
 import type { RouterHost } from './host.ts';
 import type { AppManagerLike, AppTransaction } from '../apps/types.ts';
 import { compileTable, type RouterTable } from './table.ts';
-import { Listener } from './listener.ts';
+import { Listener, leftToPrimary } from './listener.ts';
 import { Counters, type Connection, type RouterState } from './connection.ts';
 import { logBare } from './http.ts';
 import { AccessLogFile, compileAccessLog, accessLogPath, type AccessLog } from './access-log.ts';
 import { compileWithJs, createJsRuntime } from './variables.ts';
 import type { JsRuntime } from './js.ts';
 import { describeTargets, type AppTargetsInfo } from './app-gateway.ts';
+import { compileTls, tlsKey, type TlsConfig, type TlsSetup } from './tls.ts';
 
 export interface RouterStatus {
   connections: { accepted: number; active: number; idle: number; closed: number };
@@ -72,6 +73,8 @@ export class Router {
   private readonly listeners = new Map<string, Listener>();
   private table: RouterTable | null = null;
   private logFile: AccessLogFile | null = null;
+  /** The TLS setups of the current table by tlsKey(): kept by a new configuration that has the same. */
+  private tlsSetups = new Map<string, TlsSetup>();
   private queue: Promise<void> = Promise.resolve();
   private stopped = false;
 
@@ -92,10 +95,13 @@ export class Router {
    * new sockets are released, started application processes are stopped).
    * @param jsModules the uploaded JS modules, name → source (`settings.js_module`
    *   names some of them; JS templates run with those as globals)
+   * @param certificates the uploaded certificate bundles listeners' `tls`
+   *   names, name → PEM text (spec/router.md §10)
    * @throws Error whose message is for the error log; the controller answers 500.
    */
-  async apply(config: Record<string, unknown>, jsModules: Readonly<Record<string, string>> = {}): Promise<void> {
-    (await this.prepare(config, jsModules)).commit();
+  async apply(config: Record<string, unknown>, jsModules: Readonly<Record<string, string>> = {},
+    certificates: Readonly<Record<string, string>> = {}): Promise<void> {
+    (await this.prepare(config, jsModules, certificates)).commit();
   }
 
   /**
@@ -104,13 +110,15 @@ export class Router {
    * Further configurations wait until the result is committed or aborted.
    * @throws Error (as apply) after undoing what it did.
    */
-  prepare(config: Record<string, unknown>, jsModules: Readonly<Record<string, string>> = {}): Promise<PreparedConfig> {
-    const run = this.queue.then(() => this.prepareNow(config, jsModules));
+  prepare(config: Record<string, unknown>, jsModules: Readonly<Record<string, string>> = {},
+    certificates: Readonly<Record<string, string>> = {}): Promise<PreparedConfig> {
+    const run = this.queue.then(() => this.prepareNow(config, jsModules, certificates));
     this.queue = run.then((p) => p.settled, () => {});
     return run;
   }
 
-  private async prepareNow(config: Record<string, unknown>, jsModules: Readonly<Record<string, string>>): Promise<PreparedConfig> {
+  private async prepareNow(config: Record<string, unknown>, jsModules: Readonly<Record<string, string>>,
+    certificates: Readonly<Record<string, string>>): Promise<PreparedConfig> {
     if (this.stopped) throw new Error('the router is shutting down');
     let tx: AppTransaction | null = null;
     let newLog: AccessLogFile | null = null;
@@ -138,14 +146,23 @@ export class Router {
 
       const prepared = tx;
       const logFile: AccessLogFile | null = file;
+      // Listeners whose `tls` and bundles did not change keep their contexts and sessions.
+      const bundles = { ...certificates };
+      const tlsSetups = new Map<string, TlsSetup>();
+      const tls = (conf: TlsConfig): TlsSetup => {
+        const key = tlsKey(conf, bundles);
+        const s = tlsSetups.get(key) ?? this.tlsSetups.get(key) ?? compileTls(conf, bundles);
+        tlsSetups.set(key, s);
+        return s;
+      };
       const { table, accessLog } = compileWithJs(runtime, () => {
         const log: AccessLog | null = logFile !== null ? compileAccessLog(config.access_log, logFile) : null;
-        const t = compileTable(config, { tx: prepared, apps: this.apps, tmpdir: this.host.tmpdir, accessLog: log });
+        const t = compileTable(config, { tx: prepared, apps: this.apps, tmpdir: this.host.tmpdir, accessLog: log, tls });
         return { table: t, accessLog: log };
       });
 
       for (const [name, lc] of table.listeners) {
-        if (this.listeners.has(name)) continue;
+        if (this.listeners.has(name) || leftToPrimary(lc)) continue;
         const handle = await this.host.listen(name);
         const l = new Listener(lc, this.state);
         opened.push(l);
@@ -157,7 +174,7 @@ export class Router {
       }
       return new PreparedConfig(
         describeTargets(prepared, (config.applications ?? {}) as Record<string, unknown>),
-        () => this.switchTo(table, opened, accessLog?.file ?? null, prepared),
+        () => { this.tlsSetups = tlsSetups; this.switchTo(table, opened, accessLog?.file ?? null, prepared); },
         () => this.undo(opened, newLog, prepared),
       );
     } catch (e) {
@@ -172,7 +189,7 @@ export class Router {
     for (const l of opened) this.listeners.set(l.name, l);
     for (const [name, l] of this.listeners) {
       const lc = table.listeners.get(name);
-      if (lc !== undefined) {
+      if (lc !== undefined && !leftToPrimary(lc)) {
         l.update(lc);
       } else {
         l.close();

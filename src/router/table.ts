@@ -18,6 +18,7 @@ import { compileTemplate } from './variables.ts';
 import { compileSettings, type HttpSettings } from './settings.ts';
 import { compileForwarded, type ForwardedRule } from './forwarded.ts';
 import type { AccessLog } from './access-log.ts';
+import { compileTls, type TlsConfig, type TlsSetup } from './tls.ts';
 
 export type { Action } from './action.ts';
 
@@ -33,6 +34,8 @@ export interface ListenerConfig {
   unixPath: string | null;
   /** `backlog`, -1 = OS default. */
   backlog: number;
+  /** `tls` compiled (contexts, SNI, sessions), null for a plain listener. */
+  tls: TlsSetup | null;
 }
 
 export interface RouterTable {
@@ -56,6 +59,13 @@ export interface CompileOptions {
   apps: AppManagerLike;
   tmpdir: string;
   accessLog: AccessLog | null;
+  /** Uploaded certificate bundles named by listeners' `tls`: name → PEM text. */
+  certificates?: Record<string, string>;
+  /**
+   * Compiles a listener's `tls` object (the router's, which keeps the setups
+   * of unchanged listeners); compileTls with `certificates` when absent.
+   */
+  tls?: (conf: TlsConfig) => TlsSetup;
 }
 
 /**
@@ -78,9 +88,23 @@ export function compileAction(a: Obj | undefined, via: PassResolver, settings: H
 }
 
 /**
+ * A listener's `tls` (§10).
+ * @throws Error naming the listener when a bundle is missing or does not load,
+ *         or an option cannot be honoured (the apply fails with 500).
+ */
+function listenerTls(name: string, conf: TlsConfig, opts: CompileOptions): TlsSetup {
+  try {
+    return opts.tls ? opts.tls(conf) : compileTls(conf, opts.certificates ?? {});
+  } catch (e) {
+    throw new Error(`listener "${name}": TLS: ${(e as Error).message}`);
+  }
+}
+
+/**
  * Compile a whole configuration.
  * @throws Error (message logged, apply fails with 500) for a listener without
- *         `pass`, a step without `action`, or anything that does not compile.
+ *         `pass` or whose `tls` cannot be set up, a step without `action`, or
+ *         anything that does not compile.
  */
 export function compileTable(config: Obj, opts: CompileOptions): RouterTable {
   const settings = compileSettings(config.settings, opts.tmpdir);
@@ -126,7 +150,6 @@ export function compileTable(config: Obj, opts: CompileOptions): RouterTable {
     const pass = typeof l.pass === 'string' ? l.pass
       : typeof l.application === 'string' ? `applications/${l.application}` : undefined;
     if (pass === undefined) throw new Error(`The listener "${name}" has no "pass".`);
-    if (l.tls !== undefined) throw new Error(`TLS listeners are not supported yet ("${name}").`);
     const addr = parseListenerName(name);
     if (!addr) throw new Error(`The listener address "${name}" is invalid.`);
     table.listeners.set(name, {
@@ -136,6 +159,7 @@ export function compileTable(config: Obj, opts: CompileOptions): RouterTable {
       forwarded: compileForwarded(l),
       unixPath: addr.kind === 'unix' ? addr.path : null,
       backlog: typeof l.backlog === 'number' ? l.backlog : -1,
+      tls: l.tls === undefined ? null : listenerTls(name, l.tls as TlsConfig, opts),
     });
   }
   return table;

@@ -4,9 +4,10 @@
  * options, session cache and tickets.
  *
  * Compiled when a configuration is applied; a connection only runs the SNI
- * lookup (two Map gets).
+ * lookup (two Map gets). The handshake itself is tls-accept.ts.
  */
 import crypto from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import tls from 'node:tls';
 
 /** The listener's `tls` object (validated). */
@@ -22,8 +23,52 @@ export interface TlsSetup {
   defaultContext: tls.SecureContext;
   /** Unit's selection (§10.2) for a client's server name. */
   select(servername: string | undefined): tls.SecureContext;
-  /** Options for `new tls.TLSSocket(socket, { isServer: true, ...options })`. */
-  options: tls.TlsOptions;
+  /**
+   * Options for `new tls.TLSSocket(socket, { isServer: true, ...options })`;
+   * `server` is the session cache when `session.cache_size` > 0.
+   */
+  options: tls.TLSSocketOptions;
+}
+
+/**
+ * Server-side session cache (`session.cache_size` > 0, §10.5): the
+ * `newSession` / `resumeSession` events Node's TLS sockets raise on their
+ * `server`, answered from a map of at most `size` sessions (the oldest goes
+ * first), each resumable for `timeout` seconds.
+ */
+export class SessionCache extends EventEmitter {
+  readonly size: number;
+  readonly timeout: number;
+  private readonly sessions = new Map<string, { data: Buffer; until: number }>();
+
+  constructor(size: number, timeoutSeconds: number) {
+    super();
+    this.size = size;
+    this.timeout = timeoutSeconds * 1000;
+    this.on('newSession', (id: Buffer, data: Buffer, done: () => void) => {
+      const key = id.toString('hex');
+      this.sessions.delete(key);
+      if (this.sessions.size >= this.size) this.sessions.delete(this.sessions.keys().next().value!);
+      this.sessions.set(key, { data, until: Date.now() + this.timeout });
+      done();
+    });
+    this.on('resumeSession', (id: Buffer, done: (err: Error | null, data: Buffer | null) => void) => {
+      const key = id.toString('hex');
+      const s = this.sessions.get(key);
+      if (s !== undefined && s.until < Date.now()) this.sessions.delete(key);
+      done(null, s !== undefined && s.until >= Date.now() ? s.data : null);
+    });
+  }
+}
+
+/**
+ * What a compiled setup depends on: the `tls` object and the bundles' text.
+ * Equal keys mean the setup of an earlier configuration can be kept (its
+ * contexts, session cache and ticket keys survive a reconfiguration).
+ */
+export function tlsKey(conf: TlsConfig, bundles: Record<string, string>): string {
+  const names = Array.isArray(conf.certificate) ? conf.certificate : [conf.certificate];
+  return JSON.stringify([conf, names.map((n) => bundles[n] ?? null)]);
 }
 
 /** Names a bundle answers to: the leaf's DNS alt names, else its subject CN; lower case. */
@@ -117,6 +162,10 @@ export function compileTls(conf: TlsConfig, bundles: Record<string, string>): Tl
   if (tickets === false || (Array.isArray(tickets) && tickets.length === 0)) secureOptions |= crypto.constants.SSL_OP_NO_TICKET;
   const keys = typeof tickets === 'string' ? [tickets] : Array.isArray(tickets) ? tickets : [];
   const ticketKeys = keys.length ? ticketKey(keys[keys.length - 1]) : undefined;
+  const cacheSize = session.cache_size ?? 0;
+  const cache = cacheSize > 0 ? new SessionCache(cacheSize, session.timeout ?? 300) : null;
+  // Sessions are only resumed by the contexts of the listener that made them.
+  const sessionIdContext = crypto.createHash('sha256').update(tlsKey(conf, bundles)).digest('hex').slice(0, 32);
 
   const exact = new Map<string, tls.SecureContext>();
   const wildcard = new Map<string, tls.SecureContext>();
@@ -131,6 +180,7 @@ export function compileTls(conf: TlsConfig, bundles: Record<string, string>): Tl
       secureOptions,
       honorCipherOrder: extra.honorCipherOrder ?? true,
       sessionTimeout: session.timeout ?? 300,
+      sessionIdContext,
       ...(ticketKeys ? { ticketKeys } : {}),
     });
     first ??= ctx;
@@ -156,6 +206,7 @@ export function compileTls(conf: TlsConfig, bundles: Record<string, string>): Tl
       secureContext: defaultContext,
       SNICallback: (servername, cb) => cb(null, select(servername)),
       ALPNProtocols: undefined,
+      ...(cache !== null ? { server: cache as unknown as tls.TLSSocketOptions['server'] } : {}),
     },
   };
 }

@@ -26,7 +26,7 @@ describe('restart and reconfiguration', () => {
   let scratch: string;
 
   before(async () => {
-    j = await Junction.start({ env: { JUNCTION_HANDOFF: '1' } });
+    j = await Junction.start();
     direct = await freePort();
     routed = await freePort();
     scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'junction-life-'));
@@ -201,9 +201,12 @@ describe('restart and reconfiguration', () => {
     await waitFor(() => j.logText().includes(`app process ${pid} exited with code 3`), 'the exit logged');
     const next = await waitFor(async () => (await json(routed, '/pid')).pid, 'a new process');
     assert.notEqual(next, pid);
-    // On a handed-over connection the crash closes it; the next connection is served.
-    await assert.rejects(getWith(direct, '/exit'));
-    await waitFor(async () => (await json(direct, '/pid')).pid !== next, 'another new process');
+    // On a handed-over connection the process answers 503 itself as it exits; the next request is served.
+    const crash = await getWith(direct, '/exit');
+    assert.equal(crash.status, 503);
+    assert.match(crash.body, /<title>Error 503<\/title>/);
+    await gone(next);
+    assert.notEqual((await json(direct, '/pid')).pid, next);
   });
 });
 

@@ -60,7 +60,7 @@ describe('Node.js applications, unmodified', () => {
   before(async () => {
     scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'junction-node-'));
     fs.chmodSync(scratch, 0o777);
-    j = await Junction.start({ env: { JUNCTION_HANDOFF: '1', PATH: `${process.execPath.replace(/\/[^/]+$/, '')}:${process.env.PATH}` } });
+    j = await Junction.start({ env: { PATH: `${process.execPath.replace(/\/[^/]+$/, '')}:${process.env.PATH}` } });
     const listeners: Record<string, unknown> = {};
     const routes: Record<string, unknown> = {};
     for (const name of Object.keys(APPS) as AppName[]) {

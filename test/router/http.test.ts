@@ -120,6 +120,18 @@ test('Expect: 100-continue is answered', async () => {
   } finally { await s.stop(); }
 });
 
+test('Expect: 100-continue with a body over max_body_size: 413 at once, no 100 Continue', async () => {
+  const s = await start({ routes: [{ action: { return: 200 } }], settings: { http: { max_body_size: 10 } } });
+  try {
+    // Only the header is sent: the client waits for the interim answer before its body.
+    const text = await raw(s.port, 'POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n');
+    assert.match(text, /^HTTP\/1\.1 413 Payload Too Large\r\n/);
+    assert.doesNotMatch(text, /100 Continue/);
+    const within = await request(s.port, 'POST', '/', ['Expect: 100-continue', 'Content-Length: 10'], '0123456789');
+    assert.match(within, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+  } finally { await s.stop(); }
+});
+
 test('§2.6 header buffers: four ~8000-byte fields fit, five do not', async () => {
   const s = await start({ routes: [{ action: { return: 200 } }] });
   try {

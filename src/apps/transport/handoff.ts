@@ -16,6 +16,17 @@
  * How the two ends meet: the router connects to main's rendezvous socket and
  * writes a token line; main spawns the application with that connection as
  * fd 5 (the spawn request names the token). Nothing else passes through main.
+ *
+ * A connection is the router's until the process acknowledges it: the router
+ * keeps its own descriptor of each connection it sent until the matching
+ * NODE_HANDLE_ACK arrives (acknowledgements come in sending order; Node sends
+ * one as soon as it has the descriptor, before the application sees it). When
+ * the channel ends first — the process exited, was killed, or never read it —
+ * or the process answers NODE_HANDLE_NACK, the connection comes back through
+ * onReclaim() untouched (nothing was read from it) and the router serves it.
+ * The process is the only holder of its channel end (main closes its copy at
+ * spawn, the shell and setpriv exec, Node marks it close-on-exec), so the
+ * channel ends exactly when the process does.
  */
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
@@ -67,8 +78,16 @@ function load(): Bindings {
 
 const ACK = '{"cmd":"NODE_HANDLE_ACK"}\n';
 
-/** A net.Socket around a connection handle (as Node makes for a received one). */
+function noop(): void {}
+
+/**
+ * A net.Socket around a connection handle (as Node makes for a received
+ * one), reading. The handle may come from another socket that stopped
+ * reading it directly: its `reading` mark (net's own) is reset so that the
+ * new socket starts reading again.
+ */
 function socketOf(handle: object): net.Socket {
+  (handle as { reading?: boolean }).reading = false;
   return new net.Socket({ handle, readable: true, writable: true } as unknown as net.SocketConstructorOpts);
 }
 
@@ -78,6 +97,15 @@ type SocketWithHandle = net.Socket & { _handle: StreamHandle | null };
 /** A message from the process: its text, and the connection it carries, if any. */
 export type ChannelListener = (msg: Record<string, unknown>, socket?: net.Socket) => void;
 
+/** A connection sent and not yet acknowledged: the router's descriptor and the message it went with. */
+interface Unacked { handle: StreamHandle; msg: object }
+
+/**
+ * Called with each connection the process did not take (see the module
+ * comment): a fresh socket for it and the message it was sent with.
+ */
+export type ReclaimListener = (socket: net.Socket, msg: Record<string, unknown>) => void;
+
 /** The router end of a connection channel. */
 export class HandoffChannel {
   readonly token: string;
@@ -86,6 +114,11 @@ export class HandoffChannel {
   #closed = false;
   #onMessage: ChannelListener = () => {};
   #onClose: () => void = () => {};
+  #onReclaim: ReclaimListener = (socket) => { socket.destroy(); };
+  /** Connections sent and not acknowledged yet, oldest first (from #unackedHead). */
+  #unacked: (Unacked | undefined)[] = [];
+  #unackedHead = 0;
+  #closeTimer: NodeJS.Timeout | null = null;
 
   private constructor(pipe: PipeHandle, token: string) {
     this.#pipe = pipe;
@@ -137,15 +170,21 @@ export class HandoffChannel {
     this.#onMessage = fn;
   }
 
-  /** Called once when the process end closes (the process exited). */
+  /** Called once when the process end closes (the process exited), after the reclaims. */
   onClose(fn: () => void): void {
     this.#onClose = fn;
+  }
+
+  /** Receive the connections the process did not take (default: closed). */
+  onReclaim(fn: ReclaimListener): void {
+    this.#onReclaim = fn;
   }
 
   /**
    * Hand the accepted connection `socket` over with `msg`. Nothing may have
    * been read from it. The router's copy is detached from `socket` at once
-   * (the socket is destroyed) and closed when the kernel took the descriptor.
+   * (the socket is destroyed) and kept, not reading, until the process
+   * acknowledges the connection; if it never does, onReclaim() gets it back.
    * @returns false when the channel cannot take it (the socket is untouched).
    */
   send(socket: net.Socket, msg: object): boolean {
@@ -162,9 +201,10 @@ export class HandoffChannel {
   }
 
   /**
-   * Send a raw connection handle (not reading) with `msg`; the handle is
-   * closed once the kernel took the descriptor. @returns false when the
-   * channel cannot take it (the handle is untouched).
+   * Send a raw connection handle (not reading) with `msg`; the handle stays
+   * open until the process acknowledges it (then it is closed) or the channel
+   * ends (then onReclaim() gets it). @returns false when the channel cannot
+   * take it (the handle is untouched).
    */
   sendHandle(handle: StreamHandle, msg: object): boolean {
     if (this.#closed) return false;
@@ -172,26 +212,65 @@ export class HandoffChannel {
     const req = new b.WriteWrap();
     req.handle = this.#pipe;
     req.async = false;
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      handle.close();
-    };
-    req.oncomplete = release;
+    req.oncomplete = noop;
     const err = this.#pipe.writeUtf8String(req, JSON.stringify({ cmd: 'NODE_HANDLE', type: 'net.Socket', msg }) + '\n', handle);
     if (err !== 0) return false;
-    if (!b.state[b.kLastWriteWasAsync]) release();
+    this.#unacked.push({ handle, msg });
     return true;
   }
 
-  /** Close the router end; the process sees the channel end. */
+  /**
+   * Close the router end; the process sees the channel end. Connections not
+   * acknowledged yet are reclaimed (onReclaim), then onClose() is called.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#closeTimer !== null) { clearTimeout(this.#closeTimer); this.#closeTimer = null; }
     this.#pipe.onread = () => {};
     this.#pipe.close();
+    const left = this.#unacked;
+    const head = this.#unackedHead;
+    this.#unacked = [];
+    this.#unackedHead = 0;
+    for (let i = head; i < left.length; i++) this.#reclaim(left[i]!);
     this.#onClose();
+  }
+
+  /**
+   * The process is known to be gone (main reported its exit): close the
+   * channel if its end has not been seen yet within `ms` (what the process
+   * wrote before it died is read first).
+   */
+  closeSoon(ms: number): void {
+    if (this.#closed || this.#closeTimer !== null) return;
+    this.#closeTimer = setTimeout(() => { this.#closeTimer = null; this.close(); }, ms);
+    this.#closeTimer.unref();
+  }
+
+  /** The oldest connection sent was taken (`taken`) or refused by the process. */
+  #acknowledged(taken: boolean): void {
+    if (this.#unackedHead >= this.#unacked.length) return;
+    const u = this.#unacked[this.#unackedHead]!;
+    this.#unacked[this.#unackedHead++] = undefined;
+    if (this.#unackedHead === this.#unacked.length) {
+      this.#unacked = [];
+      this.#unackedHead = 0;
+    } else if (this.#unackedHead > 1024 && this.#unackedHead * 2 > this.#unacked.length) {
+      this.#unacked = this.#unacked.slice(this.#unackedHead);
+      this.#unackedHead = 0;
+    }
+    if (taken) u.handle.close();
+    else this.#reclaim(u);
+  }
+
+  #reclaim(u: Unacked): void {
+    const socket = socketOf(u.handle);
+    try {
+      this.#onReclaim(socket, u.msg as Record<string, unknown>);
+    } catch {
+      socket.destroy();
+    }
   }
 
   #write(text: string): boolean {
@@ -220,7 +299,10 @@ export class HandoffChannel {
       let msg: Record<string, unknown>;
       try { msg = JSON.parse(line) as Record<string, unknown>; } catch { continue; }
       if (msg === null || typeof msg !== 'object') continue;
-      if (msg.cmd === 'NODE_HANDLE_ACK' || msg.cmd === 'NODE_HANDLE_NACK') continue;
+      if (msg.cmd === 'NODE_HANDLE_ACK' || msg.cmd === 'NODE_HANDLE_NACK') {
+        this.#acknowledged(msg.cmd === 'NODE_HANDLE_ACK');
+        continue;
+      }
       if (msg.cmd === 'NODE_HANDLE') {
         // At most one descriptor per read: it belongs to this message.
         this.#write(ACK);
@@ -240,6 +322,15 @@ export class HandoffChannel {
 }
 
 const kRefused = Symbol('junction.handoffRefused');
+
+/**
+ * Mark `socket` as a connection the router serves itself: a listener does
+ * not offer it to an application again. @returns `socket`.
+ */
+export function markRefused(socket: net.Socket): net.Socket {
+  (socket as unknown as Record<symbol, unknown>)[kRefused] = true;
+  return socket;
+}
 
 /**
  * A connection taken out of the router's hands while it waits for a process
@@ -277,8 +368,6 @@ export class HeldConnection {
 
   /** Give the connection back to its listener, marked so that it is not offered again. */
   refuse(): void {
-    const socket = socketOf(this.#handle);
-    (socket as unknown as Record<symbol, unknown>)[kRefused] = true;
-    this.h.reinject(socket);
+    this.h.reinject(markRefused(socketOf(this.#handle)));
   }
 }

@@ -23,7 +23,8 @@
  *
  * A process of a Node app may also take whole client connections
  * (handoff(): transport/handoff.ts); its counters and the idle connections it
- * gives back when quitting come back over the same channel.
+ * gives back when quitting or exiting come back over the same channel, and
+ * the connections it never took (it died first) are served by the router.
  */
 import http from 'node:http';
 import net from 'node:net';
@@ -31,7 +32,7 @@ import { createRequire } from 'node:module';
 import type { Duplex } from 'node:stream';
 import { DROPPED_RESPONSE_FIELDS, writeRawError, type AppConnection, type Exchange } from '../exchange.ts';
 import type { AppHandoff, AppRequest } from '../types.ts';
-import type { HandoffChannel } from './handoff.ts';
+import { markRefused, type HandoffChannel } from './handoff.ts';
 import { SERVER_NAME } from '../../runtime/version.ts';
 
 /** The request field carrying the client's address to the application (see module comment). */
@@ -466,6 +467,12 @@ function onParserMessageComplete(this: Parser): void {
   if (x !== null && x.headersSent) x.completed(s.keepAlive);
 }
 
+/**
+ * How long the connection channel of a process main reported gone may stay
+ * open waiting for its end (normally seen at once), ms.
+ */
+const CHANNEL_GRACE = 200;
+
 /** Where connections were handed over from (a listener), by id: the id travels with the connection. */
 interface Origin { reinject: AppHandoff['reinject']; counters: AppHandoff['counters'] }
 const origins = new Map<number, Origin>();
@@ -506,6 +513,7 @@ export class HttpConnection implements AppConnection {
     this.#onLost = onLost;
     this.#channel = channel;
     channel?.onMessage((msg, socket) => this.#fromProcess(msg, socket));
+    channel?.onReclaim((socket, msg) => this.#reclaimed(socket, msg));
     channel?.onClose(() => {
       // The process is gone, and the client connections it held with it.
       if (this.#counters !== undefined) this.#counters.closed += this.direct;
@@ -515,7 +523,34 @@ export class HttpConnection implements AppConnection {
 
   /** Whether the process can take a whole connection now. */
   get canHandoff(): boolean {
-    return this.#channel !== undefined && !this.#channel.closed && !this.#closed && !this.#declined;
+    return this.#channel !== undefined && !this.#channel.closed && !this.#closed && !this.#declined && !this.#exiting;
+  }
+
+  /** The process said it is exiting (its preload, from `process.on('exit')`). */
+  #exiting = false;
+
+  /**
+   * Main reported the process's exit: the channel ends now if its end was not
+   * seen yet (a descendant that kept a copy of it), so that the connections
+   * the process never acknowledged come back.
+   */
+  exited(): void {
+    this.#channel?.closeSoon(CHANNEL_GRACE);
+  }
+
+  /**
+   * A connection the process never took (transport/handoff.ts): not counted
+   * as handed over; back to its listener, which serves it itself.
+   */
+  #reclaimed(socket: net.Socket, msg: Record<string, unknown>): void {
+    const origin = origins.get(Number(msg.l));
+    if (origin === undefined) {
+      socket.destroy();
+      return;
+    }
+    this.direct = Math.max(0, this.direct - 1);
+    origin.counters.accepted--;
+    origin.reinject(markRefused(socket));
   }
 
   /** The process said it cannot serve whole connections (its server is not node:http). */
@@ -540,6 +575,10 @@ export class HttpConnection implements AppConnection {
   #fromProcess(msg: Record<string, unknown>, socket?: net.Socket): void {
     if (msg.junction === 'decline') {
       this.#declined = true;
+      return;
+    }
+    if (msg.junction === 'exiting') {
+      this.#exiting = true;
       return;
     }
     if (msg.junction === 'stats') {
