@@ -232,9 +232,9 @@ export class AppManager implements AppManagerLike {
     fresh.fill();
   }
 
-  processExited(pid: number, _code: number | null, _signal: string | null): void {
+  processExited(pid: number, _code: number | null, signal: string | null): void {
     const p = this.#byPid.get(pid);
-    if (p) p.pool.exited(p);
+    if (p) p.pool.exited(p, signal);
   }
 
   /**

@@ -283,7 +283,7 @@ export class Pool {
           throw new Error(`"${this.name}" application failed to start`);
         }
       } else {
-        conn = new HttpConnection(socket, lost, channel);
+        conn = new HttpConnection(socket, lost, channel, pid);
         p.slots = launch.slots;
         p.threads = Number.isFinite(launch.slots) ? launch.slots : 1;
       }
@@ -549,8 +549,8 @@ export class Pool {
     if (p.state === 'ready') this.#stopProc(p);
   }
 
-  /** Main reported the exit of `p` (§1.5). */
-  exited(p: Proc): void {
+  /** Main reported the exit of `p` (§1.5); `signal`: the signal that ended it, if one did. */
+  exited(p: Proc, signal: string | null = null): void {
     if (p.killTimer) { clearTimeout(p.killTimer); p.killTimer = null; }
     const was = p.state;
     if (was === 'exited') return;
@@ -567,7 +567,7 @@ export class Pool {
     // In-flight requests fail now: 503, or a closed connection after the head.
     p.conn?.close();
     // Connections handed to it and never taken come back to the router.
-    if (p.conn instanceof HttpConnection) p.conn.exited();
+    if (p.conn instanceof HttpConnection) p.conn.exited(signal);
     if (was === 'ready' && p.served === 0 && performance.now() - p.readyAt < EARLY_EXIT) this.#earlyExits++;
     else this.#earlyExits = 0;
     if (!this.retired) {

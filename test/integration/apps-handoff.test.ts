@@ -14,6 +14,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import path from 'node:path';
 import { Junction, freePort, waitFor } from './harness.ts';
 import { appStatus, getWith, gone, json, load, nodeApp, progressed, twoPaths, waitPids, type LoadResult } from './apps-helpers.ts';
 
@@ -227,6 +228,50 @@ async function proxied(j: Junction, direct: number, id: string): Promise<boolean
   assert.equal((await held).status, 200);
   return active > 0;
 }
+
+describe('a request that kills its process or drops its connection', () => {
+  let j: Junction;
+  let direct: number;
+  let routed: number;
+  let countFile: string;
+
+  before(async () => {
+    j = await Junction.start();
+    [direct, routed] = [await freePort(), await freePort()];
+    countFile = path.join(j.dir, 'requests.log');
+    fs.writeFileSync(countFile, '', { mode: 0o666 });
+    fs.chmodSync(j.dir, 0o755);
+    await j.configure(twoPaths(direct, routed, 'app', {
+      app: nodeApp('count_app.cjs', { processes: 2, environment: { COUNT_FILE: countFile } }),
+    }));
+  });
+  after(async () => { await j.cleanup(); });
+
+  /** How many times the application got `url`. */
+  const deliveries = (url: string) => fs.readFileSync(countFile, 'utf8').split('\n').filter((l) => l.endsWith(` ${url}`)).length;
+
+  test('is answered 503 and never sent again to another process, on either path (as Unit)', async () => {
+    for (const port of [direct, routed]) {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      try {
+        // A kept-alive connection used just before: the failure is not an idle close to retry.
+        assert.equal((await getWith(port, '/warm', agent)).status, 200);
+        fs.writeFileSync(countFile, '');
+        assert.equal((await getWith(port, '/crash', agent)).status, 503, `port ${port}`);
+        assert.equal(deliveries('/crash'), 1, `port ${port}: ${fs.readFileSync(countFile, 'utf8')}`);
+        await waitPids(j, 'count_app.cjs', 2);
+      } finally { agent.destroy(); }
+    }
+    // Proxied, a connection closed unanswered by a live process is 503 too, delivered once.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      assert.equal((await getWith(routed, '/warm', agent)).status, 200);
+      fs.writeFileSync(countFile, '');
+      assert.equal((await getWith(routed, '/destroy', agent)).status, 503);
+      assert.equal(deliveries('/destroy'), 1, fs.readFileSync(countFile, 'utf8'));
+    } finally { agent.destroy(); }
+  });
+});
 
 describe('JUNCTION_HANDOFF', () => {
   test('on by default; JUNCTION_HANDOFF=0 in the daemon\'s environment proxies every request', async () => {

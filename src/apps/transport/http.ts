@@ -26,9 +26,11 @@
  * gives back when quitting or exiting come back over the same channel, and
  * the connections it never took (it died first) are served by the router.
  */
+import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { createRequire } from 'node:module';
+import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import { DROPPED_RESPONSE_FIELDS, writeRawError, type AppConnection, type Exchange } from '../exchange.ts';
 import type { AppHandoff, AppRequest } from '../types.ts';
@@ -44,6 +46,14 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te'
 
 /** Methods safe to send again to another process (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+/** A kept-alive connection idle at least this long (ms) may have been closed by the process's own idle timeout. */
+const IDLE_CLOSE_MS = 1000;
+/** How long (ms) a failed request waits for its process's exit report to know whether it was killed. */
+const KILLED_WAIT_MS = 1000;
+/** Signals that mean the process was killed, not that it crashed. */
+const KILL_SIGNALS = new Set(['SIGKILL', 'SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP']);
+/** `PF_EXITING` in the flags of /proc/PID/stat (include/linux/sched.h). */
+const PF_EXITING = 0x4;
 
 /** Node's llhttp binding, as node:http uses it. */
 interface Parser {
@@ -267,10 +277,14 @@ class HttpExchange {
   /**
    * The process cannot take or finish this request. Before anything of the
    * response arrived, and with the request body untouched, a connection failure
-   * is retried: once on a new connection when a kept-alive one turned out
-   * closed, else on another process (the pool's queue) — always when the process
-   * certainly never saw the request (refused, or a write the kernel refused),
-   * and once for an idempotent request when it may have (as proxies retry).
+   * is retried: once on a new connection when a kept-alive one that had been
+   * idle a while turned out closed by the process (its own idle timeout), and
+   * on another process (the pool's queue) when the process certainly never
+   * saw the request (refused, or a write the kernel refused). A request the
+   * process may have read is not sent again when the process ended of its
+   * own (it may have died of that request, as a crash in Unit is a 503) or
+   * closed the connection on it; an idempotent one is, once, when a signal
+   * (SIGKILL, SIGTERM…) killed the process meanwhile.
    */
   failed(code?: string): void {
     if (this.done) return;
@@ -289,16 +303,28 @@ class HttpExchange {
       // A Unix socket refuses writes once its peer is gone, so a request the kernel
       // accepted may have been read (and may have killed the app); one it did not was not.
       if (reset && this.flushed) this.maybeDelivered = true;
-      if (reset && !this.retried && s?.used) {
+      if (reset && !this.retried && s !== null && s.used && performance.now() - s.idleSince >= IDLE_CLOSE_MS &&
+        !this.conn.dying()) {
         this.retried = true;
         this.start(true);
         return;
       }
-      if (!this.maybeDelivered || IDEMPOTENT.has(this.ex.r.req.method ?? '')) {
+      if (!this.maybeDelivered) {
         this.done = true;
-        if (this.ex.requeue(this.maybeDelivered)) return;
+        if (this.ex.requeue(false)) return;
         this.ex.fail(503);
         this.ex.finish();
+        return;
+      }
+      if (IDEMPOTENT.has(this.ex.r.req.method ?? '')) {
+        // The process may have read it: sent again only if something else killed the
+        // process meanwhile (a signal to it), never when it ended of its own (a crash).
+        this.done = true;
+        this.conn.whenExited(KILLED_WAIT_MS, (killed) => {
+          if (killed && this.ex.requeue(true)) return;
+          this.ex.fail(503);
+          this.ex.finish();
+        });
         return;
       }
     }
@@ -344,6 +370,8 @@ class AppSocket {
   x: HttpExchange | null = null;
   /** It served a request already: a failure on it may be a close racing our write. */
   used = false;
+  /** `performance.now()` when it last went back to the idle list. */
+  idleSince = 0;
   /** Fields of a head longer than one read (llhttp hands them over in parts). */
   partial: string[] = [];
   /** The message being parsed is a 1xx (skipped: the final response follows). */
@@ -492,6 +520,8 @@ function originOf(h: AppHandoff): number {
 /** The HTTP transport to one process. */
 export class HttpConnection implements AppConnection {
   readonly socketPath: string;
+  /** The process, when known (to tell a dying process from an idle close). */
+  readonly pid: number | undefined;
   /** Client connections handed to the process and not yet reported closed. */
   direct = 0;
   readonly #channel: HandoffChannel | undefined;
@@ -507,9 +537,11 @@ export class HttpConnection implements AppConnection {
    * @param socketPath the process's Unix socket (from AppHost.spawn)
    * @param onLost called once when the process stops accepting connections
    * @param channel the process's connection channel (Node apps that take whole connections)
+   * @param pid the process (a failed request is then not sent again to a dying one)
    */
-  constructor(socketPath: string, onLost: () => void = () => {}, channel?: HandoffChannel) {
+  constructor(socketPath: string, onLost: () => void = () => {}, channel?: HandoffChannel, pid?: number) {
     this.socketPath = socketPath;
+    this.pid = pid;
     this.#onLost = onLost;
     this.#channel = channel;
     channel?.onMessage((msg, socket) => this.#fromProcess(msg, socket));
@@ -530,12 +562,46 @@ export class HttpConnection implements AppConnection {
   #exiting = false;
 
   /**
-   * Main reported the process's exit: the channel ends now if its end was not
-   * seen yet (a descendant that kept a copy of it), so that the connections
-   * the process never acknowledged come back.
+   * Main reported the process's exit (`signal`: the one that ended it, if
+   * any): the channel ends now if its end was not seen yet (a descendant that
+   * kept a copy of it), so that the connections the process never
+   * acknowledged come back; requests waiting in whenExited() learn whether
+   * the process was killed.
    */
-  exited(): void {
+  exited(signal: string | null = null): void {
     this.#channel?.closeSoon(CHANNEL_GRACE);
+    this.#exit = { killed: signal !== null && KILL_SIGNALS.has(signal) };
+    const waiting = this.#exitWaiters;
+    this.#exitWaiters = [];
+    for (const w of waiting) w(this.#exit.killed);
+  }
+
+  /** How the process ended, once main reported it. */
+  #exit: { killed: boolean } | null = null;
+  #exitWaiters: Array<(killed: boolean) => void> = [];
+
+  /**
+   * Call `cb(killed)` once the process's exit is reported (`killed`: a signal
+   * such as SIGKILL ended it), or with false after `ms` if it is not.
+   */
+  whenExited(ms: number, cb: (killed: boolean) => void): void {
+    if (this.#exit !== null) {
+      cb(this.#exit.killed);
+      return;
+    }
+    let called = false;
+    const once = (killed: boolean) => {
+      if (called) return;
+      called = true;
+      clearTimeout(timer);
+      cb(killed);
+    };
+    const timer = setTimeout(() => {
+      const i = this.#exitWaiters.indexOf(once);
+      if (i >= 0) this.#exitWaiters.splice(i, 1);
+      once(false);
+    }, ms);
+    this.#exitWaiters.push(once);
   }
 
   /**
@@ -657,7 +723,24 @@ export class HttpConnection implements AppConnection {
       s.sock.destroy();
       return;
     }
+    s.idleSince = performance.now();
     this.#idle.push(s);
+  }
+
+  /**
+   * The process is exiting or gone: /proc/PID/stat shows it a zombie, or
+   * PF_EXITING in its flags (set before its descriptors are closed, so it is
+   * seen by the time its connections end). False when the pid is unknown.
+   */
+  dying(): boolean {
+    if (this.pid === undefined) return false;
+    try {
+      const stat = fs.readFileSync(`/proc/${this.pid}/stat`, 'latin1');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return f[0] === 'Z' || f[0] === 'X' || (Number(f[6]) & PF_EXITING) !== 0;
+    } catch {
+      return true;
+    }
   }
 
   /** @internal `s` closed. */
