@@ -34,7 +34,7 @@ import type {
 import { writeRawError } from '../apps/exchange.ts';
 import type { Logger } from '../runtime/log.ts';
 import type { Request } from './request.ts';
-import { BodyRelay, IDEMPOTENT, UpstreamPool, type UpstreamConnection, type UpstreamUser } from './upstream-http.ts';
+import { ResponseRelay, UpstreamPool, type UpstreamConnection } from './upstream-http.ts';
 
 /** Reason phrase of router 0's answer "send your error page with this status". */
 const FAIL_REASON = 'Junction-Fail';
@@ -230,109 +230,34 @@ export class AppGateway {
 
 // ---------------------------------------------------------- other routers
 
-/** A request relayed through router 0: the UpstreamUser of a gateway connection. */
-class Relay implements UpstreamUser {
-  readonly r: Request;
+/** A request relayed through router 0 on a gateway connection. */
+class Relay extends ResponseRelay {
   readonly target: RemoteTarget;
-  readonly head: string;
-  conn: UpstreamConnection | null = null;
-  answered = false;
-  finished = false;
-  retried = false;
-  streaming = false;
-  body: BodyRelay | null = null;
 
   constructor(r: Request, target: RemoteTarget, head: string) {
-    this.r = r;
+    super(r, head);
     this.target = target;
-    this.head = head;
   }
 
-  send(): void {
-    const c = this.target.apps.pool.acquire();
-    this.conn = c;
-    c.start(this, this.head);
-    const body = this.r.req;
-    if (!this.r.hasBody || (body.complete && body.readableLength === 0)) {
-      c.requestSent();
-      return;
-    }
-    this.streaming = true;
-    c.streamBody(body);
+  protected connection(): UpstreamConnection {
+    return this.target.apps.pool.acquire();
   }
 
-  onHead(status: number, headers: string[], reason: string): boolean {
-    const r = this.r;
-    if (this.answered) return false;
-    this.answered = true;
-    if (reason === FAIL_REASON) {
-      this.finished = true;
-      r.fail(status);
-      return false;
-    }
-    const f: string[] = [];
-    for (let i = 0; i < headers.length; i += 2) {
-      const name = headers[i];
-      if (!(name.length <= 17 && HOP.has(name.toLowerCase()))) f.push(name, headers[i + 1]);
-    }
-    r.res.writeStart(status, f, null);
-    this.body = new BodyRelay(r.res);
-    return r.method === 'HEAD';
+  protected hop(): ReadonlySet<string> {
+    return HOP;
   }
 
-  onBody(chunk: Buffer): boolean {
-    if (this.finished || this.body === null) return true;
-    return this.body.push(chunk, onClientDrain);
+  /** Router 0's "send your error page" answer. */
+  protected special(status: number, reason: string): boolean {
+    if (reason !== FAIL_REASON) return false;
+    this.r.fail(status);
+    return true;
   }
 
-  onRead(): void {
-    if (this.body !== null && !this.finished && !this.body.flush(onClientDrain)) this.conn?.pause();
+  protected failed(e: Error): void {
+    this.r.conn.log.error(`application request to router 0 failed (${(e as NodeJS.ErrnoException).code ?? e.message})`);
+    this.r.fail(503);
   }
-
-  onEnd(): void {
-    this.conn = null;
-    if (this.finished) return;
-    this.finished = true;
-    if (this.body !== null) this.body.end();
-    else this.r.res.end();
-  }
-
-  onError(e: Error, _timeout: boolean, reused: boolean): void {
-    this.conn = null;
-    const r = this.r;
-    if (this.answered) {
-      if (!this.finished) r.res.destroy();
-      return;
-    }
-    if (reused && !this.streaming && !this.retried && !r.res.destroyed && IDEMPOTENT.has(r.method)) {
-      this.retried = true;
-      this.send();
-      return;
-    }
-    this.answered = true;
-    this.finished = true;
-    r.conn.log.error(`application request to router 0 failed (${(e as NodeJS.ErrnoException).code ?? e.message})`);
-    r.fail(503);
-  }
-
-  onClientClose(): void {
-    const c = this.conn;
-    if (c !== null && !this.finished) {
-      this.conn = null;
-      c.abandon();
-    }
-  }
-}
-
-const kRelay = Symbol('junction.relay');
-type RelayCarrier = { [kRelay]?: Relay };
-
-function onClientClose(this: unknown): void {
-  (this as RelayCarrier)[kRelay]!.onClientClose();
-}
-
-function onClientDrain(this: unknown): void {
-  (this as RelayCarrier)[kRelay]!.conn?.resume();
 }
 
 /** An application target served by router 0. */
@@ -352,10 +277,7 @@ class RemoteTarget implements AppTarget {
   serve(ar: AppRequest): void {
     const r = ar as Request;
     const head = `${r.method} ${r.target} HTTP/1.1\r\n${metaFields(this.app, r, false)}${fieldsText(r.rawHeaders)}\r\n`;
-    const x = new Relay(r, this, head);
-    r.res.on('close', onClientClose);
-    (r.res as unknown as RelayCarrier)[kRelay] = x;
-    x.send();
+    new Relay(r, this, head).start();
   }
 }
 

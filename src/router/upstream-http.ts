@@ -24,6 +24,7 @@ import net from 'node:net';
 import type { Readable } from 'node:stream';
 import type { SocketAddress } from '../config/address.ts';
 import type { UnitResponse } from './response.ts';
+import type { Request } from './request.ts';
 
 /** The 30 s timer unit; the header wait is two of them. */
 const TIMER_MS = 30000;
@@ -485,4 +486,136 @@ export function upstreamPool(name: string, address: SocketAddress): UpstreamPool
     pools.set(name, p);
   }
   return p;
+}
+
+const kRelay = Symbol('junction.relay');
+type RelayCarrier = { [kRelay]?: ResponseRelay };
+
+function onRelayClientClose(this: unknown): void {
+  (this as RelayCarrier)[kRelay]!.onClientClose();
+}
+
+function onRelayClientDrain(this: unknown): void {
+  (this as RelayCarrier)[kRelay]!.conn?.resume();
+}
+
+/**
+ * A client request relayed over an upstream connection (a `proxy` action,
+ * another router's application gateway): the request goes out with its body
+ * streamed; the response head, minus the hop-by-hop fields `hop`, and the
+ * body come back to the client with back-pressure both ways. A kept-alive
+ * connection found closed is retried once on another for an idempotent
+ * request whose body was not sent; any other failure before the head is
+ * `failed()`, after it the client connection is closed.
+ */
+export abstract class ResponseRelay implements UpstreamUser {
+  readonly r: Request;
+  /** The request head as sent upstream. */
+  readonly head: string;
+  conn: UpstreamConnection | null = null;
+  answered = false;
+  finished = false;
+  retried = false;
+  /** The client's body is being sent (the request cannot be sent again). */
+  streaming = false;
+  /** The response body on its way to the client, once the head came. */
+  body: BodyRelay | null = null;
+
+  constructor(r: Request, head: string) {
+    this.r = r;
+    this.head = head;
+  }
+
+  /** A connection to send the request on. */
+  protected abstract connection(): UpstreamConnection;
+  /** Response fields not relayed to the client (lower-case names). */
+  protected abstract hop(): ReadonlySet<string>;
+  /** The request failed before any answer came: answer the client. */
+  protected abstract failed(e: Error, timeout: boolean): void;
+  /** A response head that is not relayed but acted upon (true: taken care of). */
+  protected special(_status: number, _reason: string): boolean { return false; }
+
+  /** Relay the request: watch the client, then send. */
+  start(): void {
+    this.r.res.on('close', onRelayClientClose);
+    (this.r.res as unknown as RelayCarrier)[kRelay] = this;
+    this.send();
+  }
+
+  /** Write the request on a connection: its head, then its body if it has one. */
+  send(): void {
+    const c = this.connection();
+    this.conn = c;
+    c.start(this, this.head);
+    const body = this.r.req;
+    if (!this.r.hasBody || (body.complete && body.readableLength === 0)) {
+      c.requestSent();
+      return;
+    }
+    this.streaming = true;
+    c.streamBody(body);
+  }
+
+  onHead(status: number, headers: string[], reason: string): boolean {
+    const r = this.r;
+    if (this.answered) return false;
+    this.answered = true;
+    if (this.special(status, reason)) {
+      this.finished = true;
+      return false;
+    }
+    const hop = this.hop();
+    const f: string[] = [];
+    for (let i = 0; i < headers.length; i += 2) {
+      const name = headers[i];
+      if (!(name.length <= 17 && hop.has(name.toLowerCase()))) f.push(name, headers[i + 1]);
+    }
+    r.res.writeStart(status, f, null);
+    this.body = new BodyRelay(r.res);
+    return r.method === 'HEAD';
+  }
+
+  onBody(chunk: Buffer): boolean {
+    if (this.finished || this.body === null) return true;
+    return this.body.push(chunk, onRelayClientDrain);
+  }
+
+  onRead(): void {
+    if (this.body !== null && !this.finished && !this.body.flush(onRelayClientDrain)) this.conn?.pause();
+  }
+
+  onEnd(): void {
+    this.conn = null;
+    if (this.finished) return;
+    this.finished = true;
+    if (this.body !== null) this.body.end();
+    else this.r.res.end();
+  }
+
+  onError(e: Error, timeout: boolean, reused: boolean): void {
+    this.conn = null;
+    const r = this.r;
+    if (this.answered) {
+      // After the head: the client connection is closed (a short body stays short).
+      if (!this.finished) r.res.destroy();
+      return;
+    }
+    if (reused && !this.streaming && !this.retried && !r.res.destroyed && IDEMPOTENT.has(r.method)) {
+      // A kept-alive connection the server had closed meanwhile: once more on a new one.
+      this.retried = true;
+      this.send();
+      return;
+    }
+    this.answered = true;
+    this.finished = true;
+    this.failed(e, timeout);
+  }
+
+  onClientClose(): void {
+    const c = this.conn;
+    if (c !== null && !this.finished) {
+      this.conn = null;
+      c.abandon();
+    }
+  }
 }

@@ -18,7 +18,7 @@ import type { Request } from '../request.ts';
 import type { Handler } from '../action.ts';
 import { parseProxyAddress, type SocketAddress } from '../../config/address.ts';
 import { escapeUri } from '../uri.ts';
-import { BodyRelay, IDEMPOTENT, upstreamPool, type UpstreamConnection, type UpstreamPool, type UpstreamUser } from '../upstream-http.ts';
+import { ResponseRelay, upstreamPool, type UpstreamConnection, type UpstreamPool } from '../upstream-http.ts';
 
 /** Request fields not forwarded (hop-by-hop; Unit drops Connection and Transfer-Encoding). */
 const HOP_REQUEST = new Set(['connection', 'transfer-encoding', 'keep-alive', 'upgrade', 'proxy-connection', 'te']);
@@ -49,10 +49,7 @@ export class ProxyTarget {
       const name = h[i];
       if (!(name.length <= 17 && HOP_REQUEST.has(name.toLowerCase()))) head += name + ': ' + h[i + 1] + '\r\n';
     }
-    const x = new Exchange(r, this, head + 'Connection: keep-alive\r\n\r\n');
-    r.res.on('close', onClientClose);
-    (r.res as unknown as ExchangeCarrier)[kExchange] = x;
-    x.send();
+    new Exchange(r, this, head + 'Connection: keep-alive\r\n\r\n').start();
   }
 
   /** @internal */
@@ -61,107 +58,28 @@ export class ProxyTarget {
   }
 }
 
-const kExchange = Symbol('junction.proxy');
-type ExchangeCarrier = { [kExchange]?: Exchange };
-
-function onClientClose(this: unknown): void {
-  (this as ExchangeCarrier)[kExchange]!.onClientClose();
-}
-
-function onClientDrain(this: unknown): void {
-  (this as ExchangeCarrier)[kExchange]!.conn?.resume();
-}
-
-/** One proxied request in flight: the UpstreamUser of its connection. */
-class Exchange implements UpstreamUser {
-  readonly r: Request;
+/** One proxied request in flight. */
+class Exchange extends ResponseRelay {
   readonly target: ProxyTarget;
-  readonly head: string;
-  conn: UpstreamConnection | null = null;
-  answered = false;
-  finished = false;
-  retried = false;
-  /** The client's body is being sent (the request cannot be sent again). */
-  streaming = false;
-  /** The response body on its way to the client, once the header came. */
-  body: BodyRelay | null = null;
 
   constructor(r: Request, target: ProxyTarget, head: string) {
-    this.r = r;
+    super(r, head);
     this.target = target;
-    this.head = head;
   }
 
-  /** Write the request on a connection: its header, then its body if it has one. */
-  send(): void {
-    const c = this.target.connection();
-    this.conn = c;
-    c.start(this, this.head);
-    const body = this.r.req;
-    if (!this.r.hasBody || (body.complete && body.readableLength === 0)) {
-      c.requestSent();
-      return;
-    }
-    this.streaming = true;
-    c.streamBody(body);
+  protected connection(): UpstreamConnection {
+    return this.target.connection();
   }
 
-  onHead(status: number, headers: string[]): boolean {
+  protected hop(): ReadonlySet<string> {
+    return HOP_RESPONSE;
+  }
+
+  protected failed(e: Error, timeout: boolean): void {
     const r = this.r;
-    if (this.answered) return false;
-    this.answered = true;
-    const f: string[] = [];
-    for (let i = 0; i < headers.length; i += 2) {
-      const name = headers[i];
-      if (!(name.length <= 17 && HOP_RESPONSE.has(name.toLowerCase()))) f.push(name, headers[i + 1]);
-    }
-    r.res.writeStart(status, f, null);
-    this.body = new BodyRelay(r.res);
-    return r.method === 'HEAD';
-  }
-
-  onBody(chunk: Buffer): boolean {
-    return this.body!.push(chunk, onClientDrain);
-  }
-
-  onRead(): void {
-    if (this.body !== null && !this.body.flush(onClientDrain)) this.conn?.pause();
-  }
-
-  onEnd(): void {
-    this.finished = true;
-    this.conn = null;
-    if (this.body !== null) this.body.end();
-    else this.r.res.end();
-  }
-
-  onError(e: Error, timeout: boolean, reused: boolean): void {
-    this.conn = null;
-    const r = this.r;
-    if (this.answered) {
-      // After the header: the client connection is closed (a short body stays short).
-      r.res.destroy();
-      return;
-    }
-    if (reused && !this.streaming && !this.retried && !r.res.destroyed && IDEMPOTENT.has(r.method)) {
-      // A kept-alive connection the server had closed meanwhile: once more on a new one.
-      this.retried = true;
-      this.send();
-      return;
-    }
-    this.answered = true;
-    this.finished = true;
     const code = (e as NodeJS.ErrnoException).code;
     r.conn.log.error(`upstream ${this.target.name} failed (${code ?? e.message}) while proxying "${r.requestLine}"`);
     r.res.sendError(timeout ? 504 : 502);
-  }
-
-  onClientClose(): void {
-    const c = this.conn;
-    if (c !== null && !this.finished) {
-      this.conn = null;
-      c.abandon();
-    }
   }
 }
 
