@@ -38,6 +38,8 @@ export interface PoolEnv {
 const IDLE_NONE = 0, IDLE_SPARE = 1, IDLE_OVERFLOW = 2;
 /** A process exiting within this many ms of being ready, unused, counts as an early exit. */
 const EARLY_EXIT = 2000;
+/** A request running this long (ms) is slow: no other request is made to wait behind it at its process. */
+const SLOW_REQUEST = 50;
 const EARLY_EXITS_BEFORE_BACKOFF = 3;
 const MAX_BACKOFF = 30_000;
 
@@ -51,6 +53,8 @@ export class Proc {
   slots = 1;
   /** Its share of `capacity`. */
   threads = 1;
+  /** Requests it runs at once; those up to `slots` beyond this wait in it, in order. */
+  parallel = 1;
   inflight = 0;
   /** Requests dispatched to it (limits.requests). */
   served = 0;
@@ -60,6 +64,8 @@ export class Proc {
   idleSince = 0;
   /** performance.now() when it became ready. */
   readyAt = 0;
+  /** performance.now() when it last finished a request, or took one while free: how long its current work has run. */
+  progressAt = 0;
   killTimer: NodeJS.Timeout | null = null;
 
   constructor(pool: Pool) {
@@ -267,6 +273,7 @@ export class Pool {
         // when a thread takes the request.
         p.threads = Math.min(c.slots, Number.isFinite(launch.slots) ? launch.slots : c.slots);
         p.slots = this.conf.timeout > 0 ? c.slots : c.slots + c.queue;
+        p.parallel = c.slots;
         conn = c;
         if (p.state !== 'starting') {
           c.close();
@@ -286,6 +293,7 @@ export class Pool {
         conn = new HttpConnection(socket, lost, channel, pid);
         p.slots = launch.slots;
         p.threads = Number.isFinite(launch.slots) ? launch.slots : 1;
+        p.parallel = launch.slots;
       }
       p.conn = conn;
     } catch (e) {
@@ -348,19 +356,33 @@ export class Pool {
     this.#qHead = 0;
   }
 
-  /** The process for the next request: a spare idle one, then the newest idle, then the least busy with room. */
+  /**
+   * The process for the next request: a spare idle one, then the newest idle,
+   * then the least busy with room. A request waits at a process that is
+   * running all it can at once (php-cgi's waiting requests, WSGI pipelining:
+   * `slots` above `parallel`) only once the pool has all the processes it may have (until
+   * then it waits for a new one, as in Unit's shared queue), and not behind a
+   * request known to be slow (running SLOW_REQUEST ms or more), so that a long
+   * request never holds up short ones another process could take.
+   */
   #pick(): Proc | undefined {
     if (this.#spareIdle.length) return this.#spareIdle[this.#spareIdle.length - 1];
     if (this.#overflowIdle.length) return this.#overflowIdle[this.#overflowIdle.length - 1];
-    // php: a request waits at a busy process (PhpConnection.slots) only once the
-    // pool has all the processes it may have (until then it waits for a new one),
-    // and not behind a request known to be slow (PhpConnection.canTakeMore).
     const php = this.launch.transport === 'fastcgi';
-    const startFirst = php && this.processes + this.pending < this.conf.max;
+    const startFirst = this.processes + this.pending < this.conf.max;
+    let now = -1;
     let best: Proc | undefined;
     for (const p of this.#ready) {
       if (p.inflight >= p.slots) continue;
-      if (php && p.inflight >= p.threads && (startFirst || !(p.conn as PhpConnection).canTakeMore())) continue;
+      if (p.inflight >= p.parallel) {
+        if (startFirst) continue;
+        if (php) {
+          if (!(p.conn as PhpConnection).canTakeMore()) continue;
+        } else {
+          if (now < 0) now = performance.now();
+          if (now - p.progressAt >= SLOW_REQUEST) continue;
+        }
+      }
       if (!best || p.inflight < best.inflight) best = p;
     }
     return best;
@@ -394,6 +416,7 @@ export class Pool {
 
   #assign(job: Job, p: Proc): void {
     if (p.idle !== IDLE_NONE) this.#leaveIdle(p);
+    if (p.inflight === 0) p.progressAt = performance.now();
     p.inflight++;
     p.served++;
     job.proc = p;
@@ -448,6 +471,7 @@ export class Pool {
     const p = job.proc;
     if (p) {
       p.inflight--;
+      p.progressAt = performance.now();
       if (p.state === 'ready') {
         if (!p.accepting) {
           if (p.inflight === 0) this.#stopProc(p);

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Junction, freePort, waitFor } from './harness.ts';
+import { FIXTURES, Junction, freePort, waitFor } from './harness.ts';
 import { appPids, appStatus, getWith, gone, json, nodeApp, waitPids } from './apps-helpers.ts';
 
 const APP = 'compat_app.cjs';
@@ -139,4 +139,23 @@ describe('application process pools', () => {
     assert.equal(whole.json.applications.app.processes.idle, 1);
     assert.ok(whole.json.requests.total > 0);
   });
+
+  for (const [what, processes] of [['2 processes', 2], ['processes {max: 3, spare: 0}', { max: 3, spare: 0 }]] as const) {
+    test(`Python WSGI, ${what}: short requests do not wait behind a long one while another process can serve them`, async () => {
+      await configure({ type: 'python', path: path.join(FIXTURES, 'python'), module: 'wsgi_echo', processes });
+      // A process is up: the long request takes it.
+      assert.equal((await getWith(port, '/pid')).status, 200);
+      let longDone = false;
+      const slowPath = getWith(port, '/sleep?3').then((r) => { longDone = true; return r; });
+      await waitFor(async () => (await appStatus(j, 'app')).requests.active >= 1 ? true : null, 'the long request in flight');
+      // What is under test: nothing waits behind a request that has run 50 ms or more (it is
+      // known to be slow then); a request pipelined before that point may still wait.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const short = await Promise.all(Array.from({ length: 6 }, () => getWith(port, '/pid')));
+      assert.ok(short.every((r) => r.status === 200), JSON.stringify(short.map((r) => r.status)));
+      assert.equal(longDone, false, 'the short requests were all answered before the 3 s request ended');
+      assert.equal((await slowPath).status, 200);
+    });
+  }
+
 });
