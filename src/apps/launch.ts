@@ -4,7 +4,9 @@
  * (spec/applications.md §2, §3). The object is assumed valid (the validator
  * ran); what cannot be launched still throws, with a log-ready message.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import os from 'node:os';
 import { basename, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AppSpawnSpec } from './types.ts';
@@ -100,6 +102,30 @@ export function unsupportedIsolation(isolation: unknown): string | null {
 }
 
 /**
+ * Why Junction cannot run application `name` with the `user`/`group` of its
+ * configuration, or null when it can (spec/applications.md §1.1): without
+ * root, the applications can only run as Junction's own user, so any other
+ * `user` or `group` is refused with Unit's message rather than ignored.
+ */
+export function credentialsDenied(name: string, conf: Obj): string | null {
+  if (process.getuid === undefined || process.getuid() === 0) return null;
+  const me = os.userInfo();
+  if (typeof conf.user === 'string' && conf.user !== me.username && conf.user !== String(me.uid)) {
+    return `cannot set user "${conf.user}" for app "${name}": missing capabilities`;
+  }
+  if (typeof conf.group === 'string' && conf.group !== String(me.gid) && conf.group !== groupName(me.gid)) {
+    return `cannot set group "${conf.group}" for app "${name}": missing capabilities`;
+  }
+  return null;
+}
+
+/** The name of group `gid`, or undefined. */
+function groupName(gid: number): string | undefined {
+  const r = spawnSync('getent', ['group', String(gid)], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.split(':')[0] : undefined;
+}
+
+/**
  * Connection hand-off to Node apps (transport/handoff.ts) is on unless the
  * daemon runs with `JUNCTION_HANDOFF=0` in its environment: then every request
  * to a Node app is proxied by the router (docs/external-apps.md).
@@ -113,6 +139,8 @@ export function describeApp(name: string, conf: Obj, ctx: LaunchContext): AppLau
   if (!module) throw new Error(`The module to run "${type}" is not found among the available application modules.`);
   const unsupported = unsupportedIsolation(conf.isolation);
   if (unsupported) throw new Error(`application "${name}": the "isolation" option "${unsupported}" is not supported`);
+  const denied = credentialsDenied(name, conf);
+  if (denied) throw new Error(denied);
   const cwd = resolve(ctx.cwd ?? process.cwd(), typeof conf.working_directory === 'string' ? conf.working_directory : '.');
   const env = baseEnv(ctx.env ?? process.env);
   if (conf.environment && typeof conf.environment === 'object') {

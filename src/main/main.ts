@@ -107,7 +107,9 @@ export class Main {
     fs.writeFileSync(o.pid, `${process.pid}\n`, { mode: 0o644 });
     this.#runDir = fs.mkdtempSync(path.join(o.tmpdir, 'junction-'));
     fs.chmodSync(this.#runDir, 0o700);
-    if (process.getuid?.() === 0) {
+    if (process.getuid?.() !== 0) {
+      this.log.warn('Unit is running unprivileged, then it cannot use arbitrary user and group.');
+    } else {
       // The routers run as --user (runtime/privileges.ts): the run directory, where they
       // reach application sockets and make the gateway's, is theirs.
       this.#routerOwner = resolveIdentity(o.user, o.group);

@@ -87,6 +87,8 @@ export interface StartOptions {
   dir?: string;
   args?: string[];
   env?: Record<string, string>;
+  /** Run the daemon as this user (the test runs as root): its directory is given to it. */
+  as?: { uid: number; gid: number };
 }
 
 export class Junction {
@@ -117,8 +119,13 @@ export class Junction {
 
   async run(o: StartOptions = {}): Promise<void> {
     const args = ['--no-daemon', '--control', `unix:${this.control}`, '--log', this.log, '--statedir', this.statedir,
-      '--pid', this.pidFile, '--tmpdir', this.dir, ...USER_ARGS, ...(o.args ?? [])];
-    const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...o.env } });
+      '--pid', this.pidFile, '--tmpdir', this.dir, ...(o.as ? [] : USER_ARGS), ...(o.args ?? [])];
+    if (o.as) fs.chownSync(this.dir, o.as.uid, o.as.gid);
+    const proc = spawn(process.execPath, [BIN, ...args], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, ...(o.as ? { HOME: this.dir } : {}), ...o.env },
+      ...(o.as ?? {}),
+    });
     this.proc = proc;
     this.stderr = '';
     proc.stderr!.on('data', (c) => { this.stderr += c; });

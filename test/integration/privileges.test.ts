@@ -124,3 +124,44 @@ describe('routers run as --user when started as root', { skip: ROOT ? false : 'n
     assert.equal(effectiveUid(Number(php.body)), NOBODY);
   });
 });
+
+describe('started by an unprivileged user, as Unit', { skip: ROOT ? false : 'needs root to start it as nobody' }, () => {
+  let j: Junction;
+  let port: number;
+
+  before(async () => {
+    const nogroup = Number(spawnSync('id', ['-g', 'nobody'], { encoding: 'utf8' }).stdout.trim());
+    const base = fs.mkdtempSync(path.join(os.tmpdir(), 'junction-unpriv-'));
+    fs.chmodSync(base, 0o755);
+    j = await Junction.start({ dir: base, as: { uid: NOBODY, gid: nogroup } });
+    port = await freePort();
+  });
+  after(async () => { await j?.cleanup(); });
+
+  const app = (extra: Record<string, unknown>) => ({
+    listeners: { [`127.0.0.1:${port}`]: { pass: 'applications/wsgi' } },
+    applications: { wsgi: { type: 'python', path: path.join(FIXTURES, 'python'), module: 'wsgi_echo', ...extra } },
+  });
+
+  test('the start is logged with Unit\'s warning', async () => {
+    await waitFor(() => j.logText().includes('[warn]') ? true : null, 'warning');
+    assert.match(j.logText(), /\[warn\] .*Unit is running unprivileged, then it cannot use arbitrary user and group\./);
+  });
+
+  test('an application with another user or group is refused (500), the running configuration stays', async () => {
+    await j.configure(app({}));
+    assert.equal((await get(port, '/pid')).status, 200);
+    for (const [extra, message] of [
+      [{ user: 'root' }, 'cannot set user "root" for app "wsgi": missing capabilities'],
+      [{ group: 'root' }, 'cannot set group "root" for app "wsgi": missing capabilities'],
+    ] as const) {
+      const r = await j.api('PUT', '/config', app(extra));
+      assert.equal(r.status, 500, r.body);
+      assert.ok(j.logText().includes(message), j.logText());
+      assert.equal((await get(port, '/pid')).status, 200);
+    }
+    // Its own user is fine.
+    await j.configure(app({ user: 'nobody' }));
+    assert.equal((await get(port, '/pid')).status, 200);
+  });
+});
