@@ -20,11 +20,17 @@
  * - With a connection channel (NODE_CHANNEL_FD, Node's IPC channel) the router
  *   may hand whole client connections over: they are served by the same
  *   server, with Junction's `Server` field, idle timeout and body size limit,
- *   and their counters are reported back. When told to quit (SIGTERM), the
- *   process gives its idle client connections back to the router, lets busy
- *   ones finish their request, and exits when none is left. When it exits
+ *   and their counters are reported back. The channel is Junction's alone:
+ *   this file takes it over from Node, so the application sees no IPC
+ *   channel (`process.send`, `process.channel` and `process.connected` are
+ *   unset, and no 'message' or 'disconnect' event reaches it).
+ *   When told to quit (SIGTERM), the process gives its idle client
+ *   connections back to the router, lets busy ones finish their request (as
+ *   long as it takes: the router, which cannot see those requests, is told
+ *   how many are running), and exits when none is left. When it exits
  *   otherwise (process.exit(), an uncaught exception), idle connections still
- *   go back to the router, and a request with no response yet gets a 503.
+ *   go back to the router, a request with no response yet gets a 503, and
+ *   upgraded connections and responses under way are closed.
  * - `unit-http` (Unit's Node module: `require('unit-http')`,
  *   `--require unit-http/loader`, `--loader unit-http/loader.mjs`) resolves to
  *   node:http and to this file, for CommonJS and ES modules alike.
@@ -34,6 +40,7 @@
  */
 const net = require('node:net');
 const fs = require('node:fs');
+const { StringDecoder } = require('node:string_decoder');
 const http = require('node:http');
 const https = require('node:https');
 
@@ -199,6 +206,208 @@ function setPeer(socket, value) {
 }
 
 // ---------------------------------------------------------------------------
+// The connection channel
+
+/**
+ * The router's connection channel (Node's IPC channel on NODE_CHANNEL_FD),
+ * taken over from Node by takeChannel(): its pipe handle; null when there is
+ * none, or once it ended.
+ */
+let channel = null;
+/** Node's stream binding: WriteWrap, and the results of the last read and write. */
+let streamWrap = null;
+const channelDecoder = new StringDecoder('utf8');
+/** Text read from the channel, not yet a whole line. */
+let channelText = '';
+/** A descriptor received, for the next NODE_HANDLE line. */
+let channelHandle = null;
+
+function noop() {}
+
+/**
+ * Take the connection channel over from Node. From then on only this file
+ * reads and writes it, and the application sees no IPC channel:
+ * `process.send`, `process.disconnect`, `process.channel` and
+ * `process.connected` are unset, and no 'message' or 'disconnect' event
+ * comes from it (it is Junction's, not a parent's the application could
+ * talk to, nor one it could close).
+ * @returns false when there is no channel, or when Node's handles needed to
+ *   use it are missing (the channel is then closed: the router proxies).
+ */
+function takeChannel() {
+  if (process.channel == null) return false;
+  const sym = Object.getOwnPropertySymbols(process).find((x) => x.description === 'kChannelHandle');
+  const pipe = sym === undefined ? undefined : process[sym];
+  const b = streamBinding();
+  if (pipe == null || typeof pipe !== 'object' || typeof pipe.writeUtf8String !== 'function' ||
+    b === null || typeof b.WriteWrap !== 'function') {
+    try { process.disconnect(); } catch { /* already closed */ }
+    return false;
+  }
+  streamWrap = b;
+  channel = pipe;
+  try { process.channel.unref(); } catch { /* no ref counting */ }
+  pipe.unref();
+  pipe.onread = onChannelRead;
+  process[sym] = null;
+  for (const name of ['send', '_send', 'disconnect', '_disconnect', 'connected', 'channel', '_channel', '_handleQueue', '_pendingMessage']) {
+    try { delete process[name]; } catch { /* kept */ }
+  }
+  // Node's own listeners for the channel: its protocol messages, and keeping
+  // the process alive while the application listens for 'message'.
+  for (const l of process.listeners('internalMessage')) process.removeListener('internalMessage', l);
+  for (const l of process.listeners('newListener')) if (l.name === 'onNewListener') process.removeListener('newListener', l);
+  for (const l of process.listeners('removeListener')) if (l.name === 'onRemoveListener') process.removeListener('removeListener', l);
+  return true;
+}
+
+/**
+ * Node's stream binding (what node:net itself writes with), or null. Its
+ * deprecation warning (with --pending-deprecation) is not the application's.
+ */
+function streamBinding() {
+  const had = Object.prototype.hasOwnProperty.call(process, 'noDeprecation');
+  const was = process.noDeprecation;
+  process.noDeprecation = true;
+  try {
+    return process.binding('stream_wrap');
+  } catch {
+    return null;
+  } finally {
+    if (had) process.noDeprecation = was;
+    else delete process.noDeprecation;
+  }
+}
+
+/** Data, or the end, read from the channel (Node's JSON lines, a descriptor with NODE_HANDLE). */
+function onChannelRead(buf) {
+  const b = streamWrap;
+  const n = b.streamBaseState[b.kReadBytesOrError];
+  if (buf === undefined || n < 0) {
+    channelEnded();
+    return;
+  }
+  const h = channel.pendingHandle;
+  if (h != null) {
+    channel.pendingHandle = null;
+    if (channelHandle !== null) closeLater(channelHandle);
+    channelHandle = h;
+  }
+  channelText += channelDecoder.write(Buffer.from(buf, b.streamBaseState[b.kArrayBufferOffset], n));
+  let nl;
+  while (channel !== null && (nl = channelText.indexOf('\n')) >= 0) {
+    const line = channelText.slice(0, nl);
+    channelText = channelText.slice(nl + 1);
+    let msg;
+    try {
+      msg = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    if (msg !== null && typeof msg === 'object') fromRouter(msg);
+  }
+}
+
+/** A message of the router: a connection handed over, or the acknowledgement of one given back. */
+function fromRouter(msg) {
+  if (msg.cmd === 'NODE_HANDLE') {
+    const h = channelHandle;
+    channelHandle = null;
+    if (h === null) {
+      channelWrite('{"cmd":"NODE_HANDLE_NACK"}\n');
+      return;
+    }
+    // The connection is this process's from now on.
+    channelWrite('{"cmd":"NODE_HANDLE_ACK"}\n');
+    const socket = new net.Socket({ handle: h, readable: true, writable: true });
+    const inner = msg.msg;
+    if (inner !== null && typeof inner === 'object' && inner.junction === 'conn') adopt(inner, socket);
+    else socket.destroy();
+    return;
+  }
+  if (msg.cmd === 'NODE_HANDLE_ACK' || msg.cmd === 'NODE_HANDLE_NACK') backAcknowledged(msg.cmd === 'NODE_HANDLE_ACK');
+}
+
+/**
+ * Write the line `text` to the channel, with the descriptor of `handle` if
+ * given. @returns true when written: handed to libuv, or with `now`, taken
+ * by the kernel in this call (what an exiting process needs).
+ */
+function channelWrite(text, handle, now = false) {
+  if (channel === null) return false;
+  const b = streamWrap;
+  const req = new b.WriteWrap();
+  req.handle = channel;
+  req.oncomplete = noop;
+  req.async = false;
+  let err;
+  try {
+    err = handle === undefined ? channel.writeUtf8String(req, text) : channel.writeUtf8String(req, text, handle);
+  } catch {
+    return false;
+  }
+  return err === 0 && !(now && b.streamBaseState[b.kLastWriteWasAsync]);
+}
+
+/** Close `handle` once the current callbacks are done with it (an HTTP parser lets go of it on 'close'). */
+function closeLater(handle) {
+  setImmediate(() => handle.close());
+}
+
+/** The channel ended (the router is gone): what was on its way back closes. */
+function channelEnded() {
+  if (channel === null) return;
+  const pipe = channel;
+  channel = null;
+  pipe.onread = noop;
+  try { pipe.close(); } catch { /* closed */ }
+  if (channelHandle !== null) closeLater(channelHandle);
+  channelHandle = null;
+  if (backSent !== null) closeLater(backSent.handle);
+  backSent = null;
+  for (const e of backQueue.splice(0)) closeLater(e.handle);
+}
+
+/** Connections to give back to the router, sent one at a time: Node's protocol waits for each acknowledgement. */
+const backQueue = [];
+/** The connection given back last, until the router acknowledges it. */
+let backSent = null;
+
+/** The channel line giving a connection of listener `l` back. */
+function backLine(l) {
+  return `${JSON.stringify({ cmd: 'NODE_HANDLE', type: 'net.Socket', msg: { junction: 'back', l } })}\n`;
+}
+
+/** Connections on their way back to the router. */
+function backPending() {
+  return backQueue.length + (backSent === null ? 0 : 1);
+}
+
+/** Send the descriptor `handle` (detached from its socket) back to the router, for listener `l`. */
+function sendBack(handle, l) {
+  backQueue.push({ handle, line: backLine(l), tries: 0 });
+  nextBack();
+}
+
+function nextBack() {
+  while (backSent === null && backQueue.length > 0) {
+    const e = backQueue.shift();
+    if (channelWrite(e.line, e.handle)) backSent = e;
+    else closeLater(e.handle);
+  }
+}
+
+/** The router got the connection given back last (`taken`), or asks for it again. */
+function backAcknowledged(taken) {
+  const e = backSent;
+  if (e === null) return;
+  backSent = null;
+  if (!taken && ++e.tries <= 3) backQueue.unshift(e);
+  else closeLater(e.handle);
+  nextBack();
+}
+
+// ---------------------------------------------------------------------------
 // Connections handed over by the router
 
 /** Client connections being served here, handed over by the router. */
@@ -206,24 +415,29 @@ const direct = new Set();
 /** Connections from the router on fd 3. */
 const routerSockets = new Set();
 let quitting = false;
-/** Connections on their way back to the router (Node sends one descriptor at a time). */
-let inTransit = 0;
 let stats = { r: 0, c: 0 };
+/**
+ * Requests under way and upgraded connections on handed-over connections:
+ * reported with the counters, so that the router, which cannot see them,
+ * lets a quitting process finish them.
+ */
+let busyNow = 0;
+/** The number last reported. */
+let busySent = 0;
 let statsTimer = null;
 /** The server listening on fd 3. */
 let mainServer = null;
 
 function reportStats() {
-  statsTimer = null;
-  if (stats.r === 0 && stats.c === 0) return;
+  if (statsTimer !== null) {
+    clearTimeout(statsTimer);
+    statsTimer = null;
+  }
+  if (stats.r === 0 && stats.c === 0 && busyNow === busySent) return;
   const s = stats;
   stats = { r: 0, c: 0 };
-  if (!process.connected) return;
-  try {
-    process.send({ junction: 'stats', r: s.r, c: s.c });
-  } catch {
-    /* the router is gone */
-  }
+  busySent = busyNow;
+  channelWrite(`{"junction":"stats","r":${s.r},"c":${s.c},"b":${busyNow}}\n`);
 }
 
 function countStats() {
@@ -235,6 +449,7 @@ function countStats() {
 
 function onDirectClose() {
   if (!direct.delete(this)) return;
+  if (this[kDirect].upgraded) busyNow--;
   stats.c++;
   countStats();
   if (quitting) exitWhenDrained();
@@ -257,7 +472,7 @@ function closeIdleTooLong() {
   const now = Date.now();
   for (const s of direct) {
     const d = s[kDirect];
-    if (d.busy === 0 && d.idle > 0 && now - d.last >= d.idle) s.destroy();
+    if (d.busy === 0 && !d.upgraded && d.idle > 0 && now - d.last >= d.idle) s.destroy();
   }
   if (direct.size === 0) {
     clearInterval(idleTimer);
@@ -273,7 +488,7 @@ function adopt(msg, socket) {
   }
   const d = {
     l: msg.l, server: String(msg.server ?? ''), idle: Number(msg.idle) || 0, max: Number(msg.max) || 0,
-    busy: 0, req: undefined, last: Date.now(),
+    busy: 0, req: undefined, last: Date.now(), upgraded: false,
   };
   socket[kDirect] = d;
   direct.add(socket);
@@ -289,7 +504,7 @@ function adopt(msg, socket) {
     // is unknown here, so connections could not be given back safely. Decline.
     if (!declined) {
       declined = true;
-      try { process.send({ junction: 'decline' }); } catch { /* the router is gone */ }
+      channelWrite('{"junction":"decline"}\n');
     }
     giveBack.call(socket);
     return;
@@ -308,36 +523,21 @@ function giveBack() {
   const socket = this;
   if (Object.prototype.hasOwnProperty.call(socket, 'destroy')) delete socket.destroy;
   const d = socket[kDirect];
-  if (!direct.has(socket) || !process.connected || socket._handle == null) {
+  const handle = socket._handle;
+  if (!direct.has(socket) || channel === null || handle == null) {
     socket.destroy();
     return;
   }
   direct.delete(socket);
   stats.c++;
   countStats();
-  socket._handle.readStop();
-  // Not a connection of a net.Server of ours: no cluster bookkeeping.
-  socket.server = null;
-  // Handles go out one at a time (each waits for the router's acknowledgement):
-  // until its descriptor is on its way, nothing may close the socket.
-  socket.destroy = returning;
-  inTransit++;
-  const sent = () => {
-    inTransit--;
-    delete socket.destroy;
-    socket.destroy();
-    if (quitting) exitWhenDrained();
-  };
-  try {
-    process.send({ junction: 'back', l: d.l }, socket, { keepOpen: false }, sent);
-  } catch {
-    sent();
-  }
-}
-
-/** destroy() of a connection on its way back to the router: not now. */
-function returning() {
-  return this;
+  // The descriptor is the router's now: the socket lets go of it (as Node's
+  // own process.send() of a socket does) and closes without closing it.
+  handle.readStop();
+  handle.onread = noop;
+  socket._handle = null;
+  socket.destroy();
+  sendBack(handle, d.l);
 }
 
 /** Read nothing more on the connection of `req` once `req` is in: its response is the last here. */
@@ -376,7 +576,7 @@ function withGiveBack(fn) {
 function closeIdle() {
   if (mainServer === null) return;
   if (typeof mainServer.closeIdleConnections !== 'function') {
-    for (const s of [...direct]) if (s[kDirect].busy === 0) giveBack.call(s);
+    for (const s of [...direct]) if (s[kDirect].busy === 0 && !s[kDirect].upgraded) giveBack.call(s);
     return;
   }
   // node:http knows which connections are between requests (nothing of a next
@@ -390,7 +590,7 @@ function exitWhenDrained() {
   if (exitTimer !== null) return;
   const check = () => {
     closeIdle();
-    if (direct.size > 0 || routerSockets.size > 0 || inTransit > 0) return;
+    if (direct.size > 0 || routerSockets.size > 0 || backPending() > 0) return;
     clearInterval(exitTimer);
     reportStats();
     // Let the last report reach the router.
@@ -405,7 +605,9 @@ function onDirectDone() {
   const d = this.req?.socket?.[kDirect];
   if (d === undefined) return;
   d.busy--;
+  busyNow--;
   d.last = Date.now();
+  countStats();
   if (quitting) setImmediate(closeIdle);
 }
 
@@ -418,7 +620,6 @@ function directRequest(req, res, d) {
   takeClientField(req);
   stats.r++;
   countStats();
-  if (res === undefined) return true;
   if (d.max > 0 && Number(req.headers['content-length']) > d.max) {
     const body = errorPage(413);
     res.shouldKeepAlive = false;
@@ -427,12 +628,67 @@ function directRequest(req, res, d) {
     return false;
   }
   d.busy++;
+  busyNow++;
   d.req = req;
   if (quitting) stopAfter(req);
   // 'close' follows every response, finished or not.
   res.once('close', onDirectDone);
   if (d.server !== '') res.setHeader('Server', d.server);
   return true;
+}
+
+/**
+ * An upgrade on a handed-over connection (the application's server has an
+ * 'upgrade' listener): the connection is the application's until it
+ * closes, busy all along; the response head the application writes gets
+ * Junction's Server field, as on the router's path.
+ */
+function directUpgrade(req, socket, d) {
+  takeClientField(req);
+  stats.r++;
+  d.upgraded = true;
+  busyNow++;
+  countStats();
+  if (d.server !== '' && socket === req.socket) serverOnUpgrade(socket, d.server);
+}
+
+/**
+ * Add `Server: server` to the response head an application writes itself
+ * on an upgraded connection, unless it has one: its first write (or end) is
+ * looked at, then the socket is left alone.
+ */
+function serverOnUpgrade(socket, server) {
+  const write = function junctionUpgradeWrite(chunk, ...rest) {
+    restore();
+    return socket.write(withServer(chunk, server), ...rest);
+  };
+  const end = function junctionUpgradeEnd(chunk, ...rest) {
+    restore();
+    return socket.end(typeof chunk === 'function' ? chunk : withServer(chunk, server), ...rest);
+  };
+  function restore() {
+    if (socket.write === write) delete socket.write;
+    if (socket.end === end) delete socket.end;
+  }
+  socket.write = write;
+  socket.end = end;
+}
+
+/** `chunk` with `Server: server` in it when it is a whole response head without one; else `chunk`. */
+function withServer(chunk, server) {
+  if (typeof chunk === 'string') {
+    if (!chunk.startsWith('HTTP/')) return chunk;
+    const end = chunk.indexOf('\r\n\r\n');
+    if (end < 0 || /\r\nserver:/i.test(chunk.slice(0, end + 2))) return chunk;
+    return `${chunk.slice(0, end + 2)}Server: ${server}\r\n${chunk.slice(end + 2)}`;
+  }
+  if (chunk instanceof Uint8Array) {
+    const buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    const end = buf.indexOf('\r\n\r\n');
+    if (end < 0 || buf.toString('latin1', 0, 5) !== 'HTTP/' || /\r\nserver:/i.test(buf.toString('latin1', 0, end + 2))) return chunk;
+    return Buffer.concat([buf.subarray(0, end + 2), Buffer.from(`Server: ${server}\r\n`, 'latin1'), buf.subarray(end + 2)]);
+  }
+  return chunk;
 }
 
 /** Look at every request and upgrade of every http/https server before the application does. */
@@ -446,7 +702,8 @@ function patchEmit(proto) {
           const value = takeClientField(a);
           if (value !== undefined) setPeer(socket, value);
         } else if (socket[kDirect] !== undefined) {
-          if (!directRequest(a, event === 'request' ? b : undefined, socket[kDirect])) return true;
+          if (event === 'upgrade') directUpgrade(a, b, socket[kDirect]);
+          else if (!directRequest(a, b, socket[kDirect])) return true;
         }
       }
     }
@@ -454,56 +711,20 @@ function patchEmit(proto) {
   };
 }
 
-/** The IPC channel's pipe handle (Node keeps it on `process` under a symbol), or null. */
-function channelHandle() {
-  const sym = Object.getOwnPropertySymbols(process).find((x) => x.description === 'kChannelHandle');
-  const pipe = sym === undefined ? undefined : process[sym];
-  return pipe !== null && typeof pipe === 'object' && typeof pipe.writeUtf8String === 'function' ? pipe : null;
-}
-
-/**
- * A function writing a line (and optionally a handle's descriptor) to the
- * channel now, in this call: true when the kernel took it. Node's own
- * process.send() queues handles behind acknowledgements, which an exiting
- * process never gets; libuv writes at once when nothing is queued.
- */
-function syncChannelWriter() {
-  const pipe = channelHandle();
-  if (pipe === null || !process.connected) return null;
-  let b;
-  try {
-    b = process.binding('stream_wrap');
-  } catch {
-    return null;
-  }
-  return (text, handle) => {
-    const req = new b.WriteWrap();
-    req.handle = pipe;
-    req.oncomplete = () => {};
-    req.async = false;
-    let err;
-    try {
-      err = handle === undefined ? pipe.writeUtf8String(req, text) : pipe.writeUtf8String(req, text, handle);
-    } catch {
-      return false;
-    }
-    return err === 0 && !b.streamBaseState[b.kLastWriteWasAsync];
-  };
-}
-
 /**
  * The process is exiting without having drained (process.exit() by the
  * application, an uncaught exception): only synchronous work is possible.
  * The router is told that this process takes no more connections; the
- * handed-over connections node:http has between requests go back to it (the
- * descriptor is on its way before the process is gone, or the connection
- * closes with it); a request without any of its response yet gets Unit's 503
- * with `Connection: close`; a response already begun is cut short.
+ * handed-over connections node:http has between requests, and those already
+ * on their way back, go back to it (the descriptor is on its way before the
+ * process is gone, or the connection closes with it); a request without any
+ * of its response yet gets Unit's 503 with `Connection: close`; a response
+ * already begun is cut short, and an upgraded connection just closes.
  */
 function onExit() {
-  if (direct.size === 0 || mainServer === null) return;
-  const write = syncChannelWriter();
-  if (write !== null) write('{"junction":"exiting"}\n');
+  if (channel === null || mainServer === null || (direct.size === 0 && backPending() === 0)) return;
+  channelWrite('{"junction":"exiting"}\n', undefined, true);
+  for (const e of backQueue.splice(0)) channelWrite(e.line, e.handle, true);
   const idle = new Set();
   const list = [...direct];
   if (typeof mainServer.closeIdleConnections === 'function') {
@@ -517,16 +738,17 @@ function onExit() {
       for (const s of list) if (s.destroy === collect) delete s.destroy;
     }
   } else {
-    for (const s of list) if (s[kDirect].busy === 0) idle.add(s);
+    for (const s of list) if (s[kDirect].busy === 0 && !s[kDirect].upgraded) idle.add(s);
   }
   for (const s of list) {
     const handle = s._handle;
     if (handle == null) continue;
     const d = s[kDirect];
     if (idle.has(s)) {
-      if (write !== null) write(`${JSON.stringify({ cmd: 'NODE_HANDLE', type: 'net.Socket', msg: { junction: 'back', l: d.l } })}\n`, handle);
+      channelWrite(backLine(d.l), handle, true);
       continue;
     }
+    if (d.upgraded) continue;
     const res = s._httpMessage;
     if ((res != null && res.headersSent) || s.writableLength > 0 || typeof handle.fd !== 'number' || handle.fd < 0) continue;
     const body = errorPage(503);
@@ -600,14 +822,8 @@ function install() {
     return cb ? listen.call(this, { fd: LISTEN_FD }, cb) : listen.call(this, { fd: LISTEN_FD });
   };
 
-  if (process.channel) {
-    // The router's connection channel: whole client connections arrive here.
-    process.on('message', (msg, socket) => {
-      if (msg !== null && typeof msg === 'object' && msg.junction === 'conn' && socket) adopt(msg, socket);
-    });
-    process.channel.unref();
-    process.on('exit', onExit);
-  }
+  // The router's connection channel: whole client connections arrive there.
+  if (takeChannel()) process.on('exit', onExit);
 
   // Junction stops processes with SIGTERM: give handed-over connections back,
   // let requests in progress finish, then leave with exit code 0 (as an app
@@ -615,6 +831,8 @@ function install() {
   process.on('SIGTERM', function junctionTerm() {
     quitting = true;
     stopBusy();
+    // The router learns at once how many requests it must let finish.
+    reportStats();
     closeIdle();
     if (mainServer !== null && mainServer.listening) withGiveBack(() => mainServer.close());
     if (process.listenerCount('SIGTERM') > 1) return;

@@ -562,9 +562,25 @@ export class Pool {
   }
 
   #kill(p: Proc): void {
+    this.#env.host.kill(p.pid, 'SIGTERM');
+    this.#killLater(p);
+  }
+
+  /**
+   * SIGKILL `p` after the grace period — unless requests are still under way
+   * on client connections handed to it and the daemon is not shutting down:
+   * the router cannot see those, the process reports them, and a process
+   * replaced (restart, reconfiguration) finishes its requests as under Unit,
+   * then exits by itself. It is looked at again a grace period later.
+   */
+  #killLater(p: Proc): void {
     const env = this.#env;
-    env.host.kill(p.pid, 'SIGTERM');
-    p.killTimer = setTimeout(() => env.host.kill(p.pid, 'SIGKILL'), env.killTimeout);
+    p.killTimer = setTimeout(() => {
+      p.killTimer = null;
+      if (p.state !== 'stopping') return;
+      if (!this.stopped && p.conn instanceof HttpConnection && p.conn.directBusy > 0) this.#killLater(p);
+      else env.host.kill(p.pid, 'SIGKILL');
+    }, env.killTimeout);
     p.killTimer.unref();
   }
 

@@ -6,8 +6,11 @@
  * handed to it costs no new client its request; a process that exits in a
  * handler (process.exit(), an uncaught exception) answers that request with
  * 503 and gives its idle connections back; processes replaced under load
- * (restart, a new `processes`) fail no request; with two routers only the
- * primary accepts on such a listener.
+ * (restart, a new `processes`) fail no request, and those replaced while
+ * they serve a long request or a WebSocket finish it, however long it takes;
+ * an exiting process writes nothing into an upgraded connection; the
+ * connection channel is invisible to the application; with two routers only
+ * the primary accepts on such a listener.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -284,6 +287,175 @@ describe('JUNCTION_HANDOFF', () => {
       } finally {
         await j.cleanup();
       }
+    }
+  });
+});
+
+/** Sleep `ms` milliseconds. */
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * A raw connection upgraded with a WebSocket handshake (what follows is not
+ * framed: the application echoes bytes): the response head, what arrives
+ * after it, and a promise of its close.
+ */
+function upgraded(port: number, p: string): Promise<{ head: string; socket: net.Socket; after(): string; closed: Promise<void> }> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let text = '';
+    let head: string | undefined;
+    const closed = new Promise<void>((r) => socket.once('close', () => r()));
+    socket.setEncoding('latin1');
+    socket.on('error', reject);
+    socket.on('data', (d: string) => {
+      text += d;
+      if (head !== undefined) return;
+      const end = text.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      head = text.slice(0, end + 4);
+      text = text.slice(end + 4);
+      resolve({ head, socket, after: () => text, closed });
+    });
+    socket.once('connect', () => {
+      socket.write(`GET ${p} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+    });
+  });
+}
+
+describe('processes replaced while they hold handed-over connections', () => {
+  let j: Junction;
+  let direct: number;
+  let routed: number;
+
+  before(async () => {
+    j = await Junction.start();
+    [direct, routed] = [await freePort(), await freePort()];
+  });
+  after(async () => { await j.cleanup(); });
+
+  test('a request longer than the kill grace period survives a restart and a new `processes`; idle, the old processes exit at once', async () => {
+    const config = (processes: number) => twoPaths(direct, routed, 'app', { app: nodeApp(APP, { processes }) });
+    await j.configure(config(2));
+    const old = await waitPids(j, APP, 2);
+    const logFrom = j.logText().length;
+    const start = Date.now();
+    // Longer than the 5 s between SIGTERM and SIGKILL.
+    const first = getWith(direct, '/slow?ms=7000').then((r) => ({ ...r, at: Date.now() }));
+    await sleep(1000);
+    assert.equal((await j.api('GET', '/control/applications/app/restart')).status, 200);
+    const second = getWith(direct, '/slow?ms=6000').then((r) => ({ ...r, at: Date.now() }));
+    await sleep(1000);
+    await j.configure(config(3));
+    const [a, b] = await Promise.all([first, second]);
+    assert.equal(a.status, 200, a.body);
+    assert.equal(b.status, 200, b.body);
+    const byA = Number(/slow done by (\d+)/.exec(a.body)?.[1]);
+    const byB = Number(/slow done by (\d+)/.exec(b.body)?.[1]);
+    assert.ok(old.includes(byA), `${a.body} (old processes: ${old})`);
+    assert.ok(!old.includes(byB), b.body);
+    assert.ok(a.at - start >= 7000);
+    // Each process that served a slow request leaves as soon as it is done.
+    for (const [pid, at] of [[byA, a.at], [byB, b.at]]) {
+      await gone(pid);
+      assert.ok(Date.now() - at < 2000, `process ${pid} exited ${Date.now() - at} ms after its last response`);
+    }
+    await waitPids(j, APP, 3, (pids) => !pids.includes(byA) && !pids.includes(byB));
+    const log = j.logText().slice(logFrom);
+    assert.equal(/exited on signal/.test(log), false, log);
+  });
+
+  test('an idle process that does not exit when told to is killed after the grace period', async () => {
+    await j.configure(twoPaths(direct, routed, 'app', { app: nodeApp('stubborn_app.cjs', { processes: 1 }) }));
+    const [pid] = await waitPids(j, 'stubborn_app.cjs', 1);
+    assert.equal((await getWith(direct, '/')).status, 200);
+    const start = Date.now();
+    assert.equal((await j.api('GET', '/control/applications/app/restart')).status, 200);
+    await waitFor(() => j.logText().includes(`app process ${pid} exited on signal 9`), 'the kill logged', 15_000);
+    assert.ok(Date.now() - start < 9000, `${Date.now() - start} ms`);
+    assert.match((await getWith(direct, '/')).body, /^stubborn \d+/);
+  });
+});
+
+describe('upgraded connections', () => {
+  let j: Junction;
+  let direct: number;
+  let routed: number;
+
+  before(async () => {
+    j = await Junction.start();
+    [direct, routed] = [await freePort(), await freePort()];
+    await j.configure(twoPaths(direct, routed, 'app', { app: nodeApp('upgrade_exit_app.cjs', { processes: 1 }) }));
+  });
+  after(async () => { await j.cleanup(); });
+
+  test('the 101 carries Unit\'s Server field, and an exiting process closes the upgraded connection without writing into it, on either path', async () => {
+    for (const port of [direct, routed]) {
+      const how = port === direct ? 'handed over' : 'proxied';
+      const [pid] = await waitPids(j, 'upgrade_exit_app.cjs', 1);
+      const u = await upgraded(port, '/echo');
+      assert.match(u.head, /^HTTP\/1\.1 101 /, how);
+      assert.match(u.head, /\r\nServer: Unit\/1\.35\.0\r\n/, `${how}: ${u.head}`);
+      u.socket.write('ping');
+      await waitFor(() => u.after() === 'echo:ping', `${how}: the echo`);
+      u.socket.write('exit');
+      await u.closed;
+      assert.equal(u.after(), 'echo:ping', `${how}: nothing more written`);
+      await gone(pid);
+      await waitFor(() => j.logText().includes(`app process ${pid} exited with code 4`), 'the exit logged');
+    }
+  });
+
+  test('restarted, a process keeps its upgraded connection open past the kill grace period, and exits once it closes', async () => {
+    const [pid] = await waitPids(j, 'upgrade_exit_app.cjs', 1);
+    const logFrom = j.logText().length;
+    const u = await upgraded(direct, '/echo');
+    assert.equal((await j.api('GET', '/control/applications/app/restart')).status, 200);
+    await waitPids(j, 'upgrade_exit_app.cjs', 2);
+    // Longer than the 5 s between SIGTERM and SIGKILL.
+    await sleep(6000);
+    u.socket.write('still');
+    await waitFor(() => u.after() === 'echo:still', 'the echo');
+    const closedAt = Date.now();
+    u.socket.end();
+    await gone(pid);
+    assert.ok(Date.now() - closedAt < 2000, `${Date.now() - closedAt} ms`);
+    assert.equal(j.logText().slice(logFrom).includes(`app process ${pid} exited on signal`), false, j.logText());
+    assert.match((await getWith(direct, '/')).body, /^plain \d+/);
+  });
+});
+
+describe('the connection channel', () => {
+  test('is invisible to the application, which may disconnect from its parent: hand-off keeps working', async () => {
+    const j = await Junction.start();
+    try {
+      const direct = await freePort();
+      await j.configure(twoPaths(direct, await freePort(), 'app', { app: nodeApp('ipc_app.cjs', { processes: 1 }) }));
+      const [pid] = await waitPids(j, 'ipc_app.cjs', 1);
+      const seen = {
+        pid, send: 'undefined', connected: null, channel: 'undefined', disconnect: 'undefined',
+        messages: 0, disconnects: 0, handle: 'TCP',
+      };
+      for (let i = 0; i < 5; i++) assert.deepEqual(await json(direct, '/'), seen);
+      assert.equal((await getWith(direct, '/disconnect')).status, 200);
+      for (let i = 0; i < 5; i++) assert.deepEqual(await json(direct, '/'), seen);
+      // Restarted, the process still gives its connections back and exits cleanly.
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      try {
+        assert.equal((await json(direct, '/', agent)).pid, pid);
+        assert.equal((await j.api('GET', '/control/applications/app/restart')).status, 200);
+        await gone(pid);
+        const next = await getReused(direct, '/', agent);
+        assert.equal(next.reused, true);
+        assert.notEqual(JSON.parse(next.body).pid, pid);
+      } finally {
+        agent.destroy();
+      }
+      assert.equal(j.logText().includes(`app process ${pid} exited on signal`), false, j.logText());
+    } finally {
+      await j.cleanup();
     }
   });
 });

@@ -5,13 +5,14 @@
  * reports its counters (docs/external-apps.md, "Connection hand-off").
  *
  * The process end is Node's own IPC channel (`NODE_CHANNEL_FD=5`, JSON
- * serialisation): the application's Node receives connections as
- * `process.on('message', (msg, socket))`, which the preload passes to the
- * application's server. The router end speaks the same wire format — JSON
- * lines, a descriptor travelling with `{"cmd":"NODE_HANDLE","type":"net.Socket","msg":…}`,
- * acknowledged by `{"cmd":"NODE_HANDLE_ACK"}` — on a pipe handle of Node's
- * own binding opened in IPC mode, since Node offers no public way to pass
- * descriptors other than to a child process it forked itself.
+ * serialisation), which the preload takes over from Node at start-up (the
+ * application sees no IPC channel): it reads the connections itself and
+ * passes them to the application's server. Both ends speak Node's wire
+ * format — JSON lines, a descriptor travelling with
+ * `{"cmd":"NODE_HANDLE","type":"net.Socket","msg":…}`, acknowledged by
+ * `{"cmd":"NODE_HANDLE_ACK"}` — on pipe handles of Node's own binding in IPC
+ * mode, since Node offers no public way to pass descriptors other than
+ * between a child process and the parent that forked it.
  *
  * How the two ends meet: the router connects to main's rendezvous socket and
  * writes a token line; main spawns the application with that connection as

@@ -524,6 +524,8 @@ export class HttpConnection implements AppConnection {
   readonly pid: number | undefined;
   /** Client connections handed to the process and not yet reported closed. */
   direct = 0;
+  /** Requests under way and upgraded connections on them, as the process last reported. */
+  #directBusy = 0;
   readonly #channel: HandoffChannel | undefined;
   #counters: AppHandoff['counters'] | undefined;
   readonly #onLost: () => void;
@@ -551,6 +553,17 @@ export class HttpConnection implements AppConnection {
       if (this.#counters !== undefined) this.#counters.closed += this.direct;
       this.direct = 0;
     });
+  }
+
+  /**
+   * Requests under way (upgraded connections included) on the client
+   * connections handed to the process, as it last reported them (within
+   * about 100 ms, and at once when told to quit); 0 once its channel ended.
+   * The router cannot see those requests: a quitting process is left to
+   * finish them.
+   */
+  get directBusy(): number {
+    return this.#channel === undefined || this.#channel.closed ? 0 : this.#directBusy;
   }
 
   /** Whether the process can take a whole connection now. */
@@ -651,6 +664,7 @@ export class HttpConnection implements AppConnection {
       const requests = Number(msg.r) || 0;
       const closed = Number(msg.c) || 0;
       this.direct = Math.max(0, this.direct - closed);
+      if (msg.b !== undefined) this.#directBusy = Math.max(0, Number(msg.b) || 0);
       if (this.#counters !== undefined) {
         this.#counters.requests += requests;
         this.#counters.closed += closed;
