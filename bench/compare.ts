@@ -7,7 +7,7 @@
  * with the median req/s.
  */
 import { mismatch, verify } from './expect.ts';
-import { freePort, lastLine, sleep, treeCpu } from './proc.ts';
+import { allowedCpus, freePort, lastLine, sleep, treeCpu } from './proc.ts';
 import type { LoadScenario, Shared } from './scenarios.ts';
 import type { JunctionDaemon, JunctionKeeper } from './servers/junction.ts';
 import type { LoadRow } from './table.ts';
@@ -56,10 +56,20 @@ async function junctionReady(j: JunctionDaemon, port: number, sc: LoadScenario):
   }
 }
 
-async function startJunction(sc: LoadScenario, env: RunEnv, keeper: JunctionKeeper, shared: Shared): Promise<Contender> {
+/**
+ * Configure Junction for `sc` and wait until it answers. For an unpinned
+ * scenario on a pinned run, its processes are moved to every allowed CPU for
+ * the scenario's time (`pinned` is the run's server CPU list, put back at the end).
+ */
+async function startJunction(sc: LoadScenario, env: RunEnv, keeper: JunctionKeeper, shared: Shared,
+  pinned?: string): Promise<Contender> {
   const c: Contender = { row: { scenario: sc.title, server: 'Junction', junction: true }, stop: () => keeper.reset(), results: [] };
   try {
     const j = await keeper.get();
+    if (pinned !== undefined) {
+      j.setCpus(allowedCpus().join(','));
+      c.stop = async () => { await keeper.reset(); if (j.alive()) j.setCpus(pinned); };
+    }
     const port = await freePort();
     await j.configure(sc.junction(env, port, shared));
     await junctionReady(j, port, sc);
@@ -106,6 +116,12 @@ function median(results: WrkResult[]): WrkResult {
 export async function compare(sc: LoadScenario, env: RunEnv, keeper: JunctionKeeper, plan: Plan,
   say: (line: string) => void): Promise<LoadRow[]> {
   say(sc.title);
+  // An unpinned scenario runs every server and wrk free to use every CPU.
+  const pinned = sc.unpinned ? env.serverCpus : undefined;
+  if (sc.unpinned) {
+    env = { ...env, serverCpus: undefined, loadCpus: undefined };
+    plan = { ...plan, load: { ...plan.load, cpus: undefined } };
+  }
   let shared: Shared = {};
   let teardown = async () => {};
   if (sc.setup) {
@@ -119,7 +135,7 @@ export async function compare(sc: LoadScenario, env: RunEnv, keeper: JunctionKee
   }
   const contenders: Contender[] = [];
   try {
-    contenders.push(await startJunction(sc, env, keeper, shared));
+    contenders.push(await startJunction(sc, env, keeper, shared, pinned));
     for (let i = 0; i < sc.references.length; i++) contenders.push(await startReference(sc, i, env, shared));
     const ready = () => contenders.filter((c) => c.port !== undefined && !c.row.na);
     const url = (c: Contender) => `http://127.0.0.1:${c.port}${sc.path}`;

@@ -228,6 +228,14 @@ export function treeCpu(root: number): number {
   return ticks * 1e6 / ticksPerSecond();
 }
 
+/**
+ * Move `root` and all its descendants (every thread of each) to the CPUs of
+ * the taskset list `cpus`; processes they start later inherit it.
+ */
+export function setAffinity(root: number, cpus: string): void {
+  for (const pid of processTree(root)) spawnSync('taskset', ['-a', '-c', '-p', cpus, String(pid)], { stdio: 'ignore' });
+}
+
 /** The CPUs this process may run on, as a list of CPU numbers. */
 export function allowedCpus(): number[] {
   const r = spawnSync('taskset', ['-cp', String(process.pid)], { encoding: 'utf8' });

@@ -143,6 +143,8 @@ async function run(d: JunctionDaemon, how: 'direct' | 'routed', o: Options): Pro
 async function main(): Promise<number> {
   const o = parse(process.argv.slice(2));
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'junction-restart-load-'));
+  // Started as root, Junction's routers serve as `nobody`: they must reach their run directory.
+  fs.chmodSync(tmp, 0o755);
   const env: RunEnv = { tmp, appsDir: path.join(ROOT, 'bench', 'apps'), filesDir: path.join(tmp, 'files'), root: ROOT };
   const cleanup = () => { killAll(); fs.rmSync(tmp, { recursive: true, force: true }); };
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => { cleanup(); process.exit(130); });

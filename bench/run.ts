@@ -77,6 +77,8 @@ async function main(): Promise<number> {
   if (!which('wrk')) say('wrk is not installed: every load scenario will be n/a');
 
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'junction-bench-'));
+  // Started as root, Junction's routers serve as `nobody`: they must reach the static files and their run directory.
+  fs.chmodSync(tmp, 0o755);
   const cleanup = () => { killAll(); fs.rmSync(tmp, { recursive: true, force: true }); };
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => { cleanup(); process.exit(130); });
   process.once('exit', () => killAll());

@@ -40,6 +40,12 @@ export interface LoadScenario {
   /** The Junction configuration (PUT /config) serving it on 127.0.0.1:`port`. */
   junction(env: RunEnv, port: number, shared: Shared): object;
   references: Reference[];
+  /**
+   * Run without CPU pinning: Junction, the references and wrk may all use
+   * every CPU, as a user runs them on one machine (for servers of several
+   * processes measured against single-process ones).
+   */
+  unpinned?: boolean;
 }
 
 const HELLO = 'Hello, World!\n';
@@ -60,6 +66,9 @@ function app(port: number, application: object): object {
   return listen(port, 'applications/app', { applications: { app: application } });
 }
 
+/** Router processes (Junction) and workers (nginx) of the multi-process `return` scenario. */
+const ROUTERS = 2;
+
 const nodeReference: Reference = { server: 'node:http (same Node)', start: (env) => startNodeApp(env) };
 
 /** Every load scenario, in the order they run and are printed. */
@@ -74,6 +83,18 @@ export const SCENARIOS: LoadScenario[] = [
       nodeReference,
       { server: 'nginx return 200', start: (env) => startNginx(env, 'return', returnSite(200)) },
     ],
+  },
+  {
+    id: 'return-mp',
+    title: `return 200, ${ROUTERS} router processes`,
+    path: '/',
+    expect: { status: 200 },
+    junction: (_env, port) => ({ ...route(port, { return: 200 }), settings: { listen_threads: ROUTERS } }),
+    references: [
+      nodeReference,
+      { server: `nginx return 200 (${ROUTERS} workers)`, start: (env) => startNginx(env, 'return-mp', returnSite(200), ROUTERS) },
+    ],
+    unpinned: true,
   },
   {
     id: 'static-1k',
@@ -124,7 +145,10 @@ export const SCENARIOS: LoadScenario[] = [
     junction: (env, port) => app(port, {
       type: 'python', path: path.join(env.appsDir, 'python'), module: 'asgi', callable: 'app', protocol: 'asgi', processes: 1,
     }),
-    references: [{ server: 'uvicorn (1 process)', start: (env) => startUvicorn(env) }],
+    references: [
+      { server: 'uvicorn, uvloop + httptools (1 process)', start: (env) => startUvicorn(env, 'uvloop+httptools') },
+      { server: 'uvicorn, asyncio + h11 (1 process)', start: (env) => startUvicorn(env, 'asyncio+h11') },
+    ],
   },
   {
     id: 'node',
@@ -136,6 +160,17 @@ export const SCENARIOS: LoadScenario[] = [
       processes: 1,
     }),
     references: [{ server: 'node app.js', start: (env) => startNodeApp(env) }],
+  },
+  {
+    id: 'express',
+    title: 'Node.js Express hello',
+    path: '/',
+    expect: { status: 200, body: HELLO },
+    junction: (env, port) => app(port, {
+      type: 'external', working_directory: path.join(env.appsDir, 'node'), executable: process.execPath, arguments: ['express.js'],
+      processes: 1,
+    }),
+    references: [{ server: 'node express.js', start: (env) => startNodeApp(env, 'express.js') }],
   },
   phpScenario(1),
   phpScenario(2),

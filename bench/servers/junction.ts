@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { request } from '../http.ts';
-import { lastLine, start, stop, treeRss, waitFor, type Proc, type TreeRss } from '../proc.ts';
+import { lastLine, setAffinity, start, stop, treeRss, waitFor, type Proc, type TreeRss } from '../proc.ts';
 import type { RunEnv } from '../types.ts';
 
 /** A configuration with nothing in it: no listener, no application process. */
@@ -40,6 +40,7 @@ export class JunctionDaemon {
   /** Start the daemon in the foreground and wait (up to 20 s) until GET /config answers 200. */
   static async start(env: RunEnv): Promise<JunctionDaemon> {
     const dir = fs.mkdtempSync(path.join(env.tmp, 'junction-'));
+    fs.chmodSync(dir, 0o755); // traversable by the routers, which run as nobody when started as root
     const bin = path.join(env.root, 'bin', 'junction');
     const args = [bin, '--no-daemon', '--control', `unix:${path.join(dir, 'control.sock')}`,
       '--statedir', path.join(dir, 'state'), '--log', path.join(dir, 'unit.log'),
@@ -114,6 +115,14 @@ export class JunctionDaemon {
     try { text = fs.readFileSync(this.log, 'utf8'); } catch { /* not yet written */ }
     text += `\n${this.proc.output()}`;
     return errorLines(text).pop() ?? '';
+  }
+
+  /**
+   * Move every process of the daemon to the CPUs of the taskset list `cpus`
+   * (router and application processes it starts later inherit them).
+   */
+  setCpus(cpus: string): void {
+    setAffinity(this.proc.pid, cpus);
   }
 
   /** Resident memory of main and all its descendants. */

@@ -1,5 +1,5 @@
 /**
- * nginx as a reference: one master and one worker, its own configuration and
+ * nginx as a reference: one master and one worker (or more), its own configuration and
  * temp paths in the run's directory, access log off (as Junction's default).
  * The server block is the scenario's: `return 200`, static files, proxy_pass
  * with upstream keep-alive, or FastCGI to php-fpm.
@@ -55,13 +55,13 @@ export function phpSite(root: string, script: string, socket: string): NginxSite
   };
 }
 
-function config(dir: string, port: number, site: NginxSite): string {
+function config(dir: string, port: number, site: NginxSite, workers: number): string {
   const user = process.getuid?.() === 0 ? 'user root;\n' : '';
   const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']
     .map((t) => `  ${t}_temp_path ${path.join(dir, `${t}_temp`)};`).join('\n');
   return `${user}daemon off;
 master_process on;
-worker_processes 1;
+worker_processes ${workers};
 pid ${path.join(dir, 'nginx.pid')};
 error_log ${path.join(dir, 'error.log')} warn;
 events { worker_connections 4096; }
@@ -80,14 +80,14 @@ ${temp}
 `;
 }
 
-/** Start nginx with `site` on a free loopback port; `name` names its directory. */
-export async function startNginx(env: RunEnv, name: string, site: NginxSite): Promise<Running> {
+/** Start nginx with `site` and `workers` worker processes on a free loopback port; `name` names its directory. */
+export async function startNginx(env: RunEnv, name: string, site: NginxSite, workers = 1): Promise<Running> {
   const bin = which('nginx');
   if (!bin) throw new Error('nginx is not installed');
   const dir = fs.mkdtempSync(path.join(env.tmp, `nginx-${name}-`));
   const port = await freePort();
   const conf = path.join(dir, 'nginx.conf');
-  fs.writeFileSync(conf, config(dir, port, site));
+  fs.writeFileSync(conf, config(dir, port, site, workers));
   const p = start(`nginx (${name})`, bin, ['-p', dir, '-c', conf, '-e', path.join(dir, 'error.log')], { cpus: env.serverCpus });
   try {
     await waitForHttp(port, p);

@@ -24,8 +24,17 @@ export function startGunicorn(env: RunEnv): Promise<Running> {
     '--log-level', 'warning', 'wsgi:application']);
 }
 
-/** uvicorn, one process, serving bench/apps/python/asgi.py's `app` (uvloop and httptools when installed). */
-export function startUvicorn(env: RunEnv): Promise<Running> {
+/** uvicorn's event loop and HTTP implementation: the compiled ones, or the pure-Python ones. */
+export type UvicornFlavour = 'uvloop+httptools' | 'asyncio+h11';
+
+/**
+ * uvicorn, one process, serving bench/apps/python/asgi.py's `app`, with
+ * uvloop and httptools (what `pip install uvicorn[standard]` brings; fails,
+ * hence n/a, when they are not installed) or with asyncio and h11 (what
+ * Debian's uvicorn runs without its recommended packages).
+ */
+export function startUvicorn(env: RunEnv, flavour: UvicornFlavour = 'uvloop+httptools'): Promise<Running> {
+  const [loop, http] = flavour === 'uvloop+httptools' ? ['uvloop', 'httptools'] : ['asyncio', 'h11'];
   return startPython(env, 'uvicorn', (port) => ['--host', '127.0.0.1', '--port', String(port), '--no-access-log',
-    '--log-level', 'warning', 'asgi:app']);
+    '--log-level', 'warning', '--loop', loop, '--http', http, 'asgi:app']);
 }

@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import threading
+import types
 
 core = None  # junction_python, set by serve()
 
@@ -161,6 +162,7 @@ class Connection:
         off = 0
         n = len(buf)
         streams = self.streams
+        start = self.server.start
         unpack = core.HDR.unpack_from
         hsize = core.HDR_SIZE
         while n - off >= hsize:
@@ -171,7 +173,7 @@ class Connection:
             payload = buf[off + hsize:end]
             off = end
             if ftype == T_REQUEST:
-                self.server.start(self, sid, payload, flags)
+                start(self, sid, payload, flags)
                 continue
             s = streams.get(sid)
             if s is None:
@@ -356,8 +358,19 @@ class HttpStream(Stream):
                  'sent', 'complete')
 
     def __init__(self, conn, worker, sid, no_body):
-        Stream.__init__(self, conn, worker, sid)
-        self.chunks = collections.deque()
+        # Stream.__init__, inlined: this runs for every request.
+        self.conn = conn
+        self.worker = worker
+        self.loop = worker.loop
+        self.sid = sid
+        self.send_window = conn.peer_window
+        self.consumed = 0
+        self.finished = False
+        self.receiver = None
+        self.sender = None
+        self.gone = False
+        self.emit = conn.emit
+        self.chunks = None          # a deque of body chunks once one arrives
         self.eof = bool(no_body)
         self.body_done = False      # the message with more_body False went to the app
         self.started = False
@@ -371,6 +384,8 @@ class HttpStream(Stream):
     def frame(self, ftype, flags, payload):
         if ftype == T_DATA:
             if payload:
+                if self.chunks is None:
+                    self.chunks = collections.deque()
                 self.chunks.append(payload)
             if flags & F_END:
                 self.eof = True
@@ -386,13 +401,13 @@ class HttpStream(Stream):
 
     def _body_message(self):
         chunks = self.chunks
-        if len(chunks) == 1:
+        if not chunks:
+            body = b''
+        elif len(chunks) == 1:
             body = chunks.popleft()
-        elif chunks:
+        else:
             body = b''.join(chunks)
             chunks.clear()
-        else:
-            body = b''
         more = not self.eof
         if not more:
             self.body_done = True
@@ -410,16 +425,20 @@ class HttpStream(Stream):
         self.receiver = f
         return await f
 
+    def _unexpected(self, mtype, expected):
+        """The error for a message of type `mtype` where `expected` was due."""
+        if not isinstance(mtype, str):
+            core.log('error', "asgi_http_send: 'type' is not a unicode string", self.sid)
+            return TypeError("'type' is not a unicode string")
+        return RuntimeError("Expected ASGI message '%s', but got '%s'" % (expected, mtype))
+
     async def send(self, message):
         mtype = message.get('type')
-        if mtype.__class__ is not str and not isinstance(mtype, str):
-            core.log('error', "asgi_http_send: 'type' is not a unicode string", self.sid)
-            raise TypeError("'type' is not a unicode string")
         if not self.started:
             if mtype != 'http.response.start':
-                raise RuntimeError("Expected ASGI message 'http.response.start', but got '%s'" % mtype)
+                raise self._unexpected(mtype, 'http.response.start')
             status = message.get('status')
-            if not isinstance(status, int):
+            if status.__class__ is not int and not isinstance(status, int):
                 core.log('error', "asgi_http_response_start: 'status' is not an integer", self.sid)
                 raise TypeError("'status' is not an integer")
             fields, count, length = _encode_headers(message.get('headers'))
@@ -428,7 +447,7 @@ class HttpStream(Stream):
             self.started = True
             return
         if mtype != 'http.response.body':
-            raise RuntimeError("Expected ASGI message 'http.response.body', but got '%s'" % mtype)
+            raise self._unexpected(mtype, 'http.response.body')
         if self.complete:
             raise RuntimeError("Unexpected ASGI message 'http.response.body' sent, after response already completed")
         more = message.get('more_body', False)
@@ -489,7 +508,8 @@ class HttpStream(Stream):
     def _ended(self):
         """The END flag went out: the stream is over for the router; a waiting receive() gets http.disconnect."""
         self.terminal(0)
-        self.wake_receiver({'type': _DISCONNECT})
+        if self.receiver is not None:
+            self.wake_receiver({'type': _DISCONNECT})
 
     def done(self, ok):
         """The application returned (ok) or failed."""
@@ -507,7 +527,8 @@ class HttpStream(Stream):
             self.terminal(T_HEAD, F_END, self.head)
         else:
             self.terminal(T_DATA, F_END)
-        self.wake_receiver({'type': _DISCONNECT})
+        if self.receiver is not None:
+            self.wake_receiver({'type': _DISCONNECT})
 
 
 class WebSocketStream(Stream):
@@ -826,18 +847,24 @@ class Lifespan:
             core.print_exception()
 
 
+_Task = asyncio.Task
+
 if sys.version_info >= (3, 12):
     def _start_task(loop, coro):
         """A request's task, run at once up to its first suspension (Python 3.12+)."""
-        return asyncio.Task(coro, loop=loop, eager_start=True)
+        if loop.get_task_factory() is not None:
+            return loop.create_task(coro)
+        return _Task(coro, loop=loop, eager_start=True)
 else:
     def _start_task(loop, coro):
-        """A request's task."""
-        return loop.create_task(coro)
+        """A request's task (made directly: loop.create_task adds a Python-level call)."""
+        if loop.get_task_factory() is not None:
+            return loop.create_task(coro)
+        return _Task(coro, loop=loop)
 
 
 def _awaitable(obj):
-    return asyncio.iscoroutine(obj) or hasattr(obj, '__await__')
+    return obj.__class__ is types.CoroutineType or asyncio.iscoroutine(obj) or hasattr(obj, '__await__')
 
 
 # -- the event loops ------------------------------------------------------------
@@ -961,12 +988,19 @@ class Server:
         else:
             stream = HttpStream(conn, w, sid, flags & F_END)
         conn.streams[sid] = stream
-        if w.loop is conn.loop:
-            self.begin(w, stream, payload)
-        else:
+        if w.loop is not conn.loop:
             w.loop.call_soon_threadsafe(self.begin, w, stream, payload)
+            return
+        # begin(), inlined for the common case.
+        targets = self.targets
+        target_index = payload[2] << 8 | payload[3]
+        if target_index >= len(targets):
+            target_index = 0
+        target = targets[target_index]
+        w.run_request(stream, self.scope(payload, target, w.state_of(target_index)), target)
 
     def begin(self, worker, stream, payload):
+        """Build the scope of a request and run the application, on `worker`'s loop."""
         targets = self.targets
         target_index = payload[2] << 8 | payload[3]
         if target_index >= len(targets):
@@ -980,71 +1014,83 @@ class Server:
         rflags = p[0]
         nfields = p[4] << 8 | p[5]
         websocket = rflags & RF_WEBSOCKET
-        tls = rflags & RF_TLS
-        s = []
-        off = 8
-        for _ in range(9):
-            ln = p[off] << 8 | p[off + 1]
-            off += 2
-            s.append(p[off:off + ln])
-            off += ln
+        # The nine strings: method, version, target, path, query, remote and local
+        # address, local port, server name (unrolled: this runs for every request).
+        o = 10 + (p[8] << 8 | p[9])
+        method = p[10:o]
+        e = o + 2 + (p[o] << 8 | p[o + 1])
+        version = p[o + 2:e]
+        o = e + 2 + (p[e] << 8 | p[e + 1])
+        raw_target = p[e + 2:o]
+        e = o + 2 + (p[o] << 8 | p[o + 1])
+        path = p[o + 2:e]
+        o = e + 2 + (p[e] << 8 | p[e + 1])
+        query = p[e + 2:o]
+        e = o + 2 + (p[o] << 8 | p[o + 1])
+        remote = p[o + 2:e]
+        o = e + 2 + (p[e] << 8 | p[e + 1])
+        local = p[e + 2:o]
+        e = o + 2 + (p[o] << 8 | p[o + 1])
+        lport = p[o + 2:e]
+        off = e + 2 + (p[e] << 8 | p[e + 1])
         lower = self.lower
         headers = []
-        protocols = None
+        append = headers.append
         for _ in range(nfields):
-            ln = p[off] << 8 | p[off + 1]
-            off += 2
-            raw = p[off:off + ln]
-            off += ln
-            ln = p[off] << 8 | p[off + 1]
-            off += 2
-            value = p[off:off + ln]
-            off += ln
+            e = off + 2 + (p[off] << 8 | p[off + 1])
+            raw = p[off + 2:e]
+            off = e + 2 + (p[e] << 8 | p[e + 1])
             name = lower.get(raw)
             if name is None:
                 name = raw.lower()
                 if len(lower) < 4096:
                     lower[raw] = name
-            headers.append((name, value))
-            if websocket and name == b'sec-websocket-protocol' and value:
-                protocols = _subprotocols(value)
-        raw_target = s[2]
+            append((name, p[e + 2:off]))
         q = raw_target.find(b'?')
-        path = s[3]
-        lport = s[7]
+        addresses = self.addresses
+        client = addresses.get(remote)
+        if client is None:
+            client = self.address(remote, b'')
+        server = addresses.get((local, lport))
+        if server is None:
+            server = self.address(local, lport)
+        tls = rflags & RF_TLS
         scope = {
             'type': 'websocket' if websocket else 'http',
             'asgi': {'version': '3.0', 'spec_version': '2.1'},
-            'http_version': '1.0' if s[1] == b'HTTP/1.0' else '1.1',
+            'http_version': '1.0' if version == b'HTTP/1.0' else '1.1',
             'scheme': ('wss' if tls else 'ws') if websocket else ('https' if tls else 'http'),
             'path': path.decode('utf-8', 'replace'),
             'raw_path': raw_target if q < 0 else raw_target[:q],
-            'query_string': s[4],
-            'client': self.address(s[5], b''),
-            'server': self.address(s[6], lport),
+            'query_string': query,
+            'client': client,
+            'server': server,
             'headers': tuple(headers),
             'state': state.copy(),
         }
         if not websocket:
-            method = self.methods.get(s[0])
-            if method is None:
-                method = s[0].decode('latin-1')
+            m = self.methods.get(method)
+            if m is None:
+                m = method.decode('latin-1')
                 if len(self.methods) < 64:
-                    self.methods[s[0]] = method
-            scope['method'] = method
-        elif protocols is not None:
-            scope['subprotocols'] = protocols
+                    self.methods[method] = m
+            scope['method'] = m
+        else:
+            for name, value in headers:
+                if name == b'sec-websocket-protocol' and value:
+                    scope['subprotocols'] = _subprotocols(value)
         prefix = target.prefix_b
         if prefix and path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == 47):
             scope['root_path'] = target.prefix
         return scope
 
     def address(self, addr, port):
-        """The scope pair of an address and port text (b'' port: 0), cached."""
-        key = (addr, port)
+        """The scope pair of an address and port text (b'': a client, port 0), cached
+        under `addr` for clients and (addr, port) for servers."""
+        key = (addr, port) if port else addr
         pair = self.addresses.get(key)
         if pair is None:
-            pair = _address(addr.decode('latin-1'), int(port) if port else (0 if port == b'' and addr else None))
+            pair = _address(addr.decode('latin-1'), int(port) if port else (0 if addr else None))
             if len(self.addresses) >= 1024:
                 self.addresses.clear()
             self.addresses[key] = pair
