@@ -863,6 +863,14 @@ else:
         return _Task(coro, loop=loop)
 
 
+def _refuse(stream, message, trace):
+    """End `stream` unanswered (the router sends 503) after logging `message`, with the traceback when `trace`."""
+    core.log('error', message, stream.sid)
+    if trace:
+        core.print_exception()
+    stream.done(False)
+
+
 def _awaitable(obj):
     return obj.__class__ is types.CoroutineType or asyncio.iscoroutine(obj) or hasattr(obj, '__await__')
 
@@ -924,26 +932,16 @@ class Worker:
                 try:
                     instance = target.app(scope)
                 except Exception:
-                    core.log('error', 'Python failed to call legacy app stage1', stream.sid)
-                    core.print_exception()
-                    stream.done(False)
-                    return
+                    return _refuse(stream, 'Python failed to call legacy app stage1', True)
                 if not callable(instance):
-                    core.log('error', 'Legacy ASGI application returns not a callable', stream.sid)
-                    stream.done(False)
-                    return
+                    return _refuse(stream, 'Legacy ASGI application returns not a callable', False)
                 coro = instance(stream.receive, stream.send)
             else:
                 coro = target.app(scope, stream.receive, stream.send)
         except Exception:
-            core.log('error', 'Python failed to call the application', stream.sid)
-            core.print_exception()
-            stream.done(False)
-            return
+            return _refuse(stream, 'Python failed to call the application', True)
         if not _awaitable(coro):
-            core.log('error', 'Application result type is not a coroutine', stream.sid)
-            stream.done(False)
-            return
+            return _refuse(stream, 'Application result type is not a coroutine', False)
         _start_task(self.loop, self._run(stream, coro))
 
     async def _run(self, stream, coro):
