@@ -691,11 +691,26 @@ function withServer(chunk, server) {
   return chunk;
 }
 
+/**
+ * `Expect: 100-continue` on a handed-over connection: node:http answers
+ * `100 Continue` itself before the request is seen (when the application has
+ * no 'checkContinue' listener); a body over Junction's limit must get its 413
+ * without being invited first (as on the router's path).
+ */
+function patchWriteContinue(proto) {
+  const writeContinue = proto.writeContinue;
+  proto.writeContinue = function junctionWriteContinue(cb) {
+    const d = this.socket?.[kDirect];
+    if (d !== undefined && d.max > 0 && Number(this.req?.headers['content-length']) > d.max) return;
+    return writeContinue.call(this, cb);
+  };
+}
+
 /** Look at every request and upgrade of every http/https server before the application does. */
 function patchEmit(proto) {
   const emit = proto.emit;
   proto.emit = function junctionEmit(event, a, b, c) {
-    if (event === 'request' || event === 'upgrade') {
+    if (event === 'request' || event === 'upgrade' || event === 'checkContinue') {
       const socket = a.socket;
       if (socket !== null && socket !== undefined) {
         if (socket[kRouter] === true) {
@@ -773,6 +788,7 @@ function install() {
   mapUnitHttp();
   patchEmit(http.Server.prototype);
   patchEmit(https.Server.prototype);
+  patchWriteContinue(http.ServerResponse.prototype);
 
   const listen = net.Server.prototype.listen;
   let taken = false;

@@ -276,6 +276,46 @@ describe('a request that kills its process or drops its connection', () => {
   });
 });
 
+describe('Expect: 100-continue on a handed-over connection', () => {
+  let j: Junction;
+  let direct: number;
+  let routed: number;
+
+  before(async () => {
+    j = await Junction.start();
+    [direct, routed] = [await freePort(), await freePort()];
+    await j.configure({
+      ...twoPaths(direct, routed, 'app', { app: nodeApp(APP, { processes: 1 }) }),
+      settings: { listen_threads: 1, http: { max_body_size: 1000 } },
+    });
+  });
+  after(async () => { await j.cleanup(); });
+
+  /** Send a header announcing `length` body bytes with Expect: 100-continue; resolve with what comes back once the server closes. */
+  const expect = (port: number, length: number, body = '') => new Promise<string>((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1');
+    let got = '';
+    s.setEncoding('latin1');
+    s.on('data', (d) => {
+      got += d;
+      if (body !== '' && got.startsWith('HTTP/1.1 100 Continue\r\n\r\n')) { s.write(body); body = ''; }
+    });
+    s.on('close', () => resolve(got));
+    s.on('error', reject);
+    s.write(`POST /body HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: ${length}\r\nConnection: close\r\n\r\n`);
+  });
+
+  test('a body over max_body_size gets 413 without 100 Continue on both paths; one within it is invited', async () => {
+    for (const port of [direct, routed]) {
+      const over = await expect(port, 5000);
+      assert.match(over, /^HTTP\/1\.1 413 /, `port ${port}: ${over}`);
+      assert.doesNotMatch(over, /100 Continue/);
+      const within = await expect(port, 5, 'hello');
+      assert.match(within, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /, `port ${port}: ${within}`);
+    }
+  });
+});
+
 describe('JUNCTION_HANDOFF', () => {
   test('on by default; JUNCTION_HANDOFF=0 in the daemon\'s environment proxies every request', async () => {
     for (const env of [{}, { JUNCTION_HANDOFF: '0' }] as Record<string, string>[]) {
