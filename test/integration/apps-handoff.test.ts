@@ -19,7 +19,7 @@ import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { Junction, freePort, waitFor } from './harness.ts';
-import { appStatus, getWith, gone, json, load, nodeApp, progressed, twoPaths, waitPids, type LoadResult } from './apps-helpers.ts';
+import { appStatus, getWith, gone, json, load, nodeApp, progressed, twoPaths, waitPids } from './apps-helpers.ts';
 
 const APP = 'compat_app.cjs';
 
@@ -35,35 +35,6 @@ function getReused(port: number, p: string, agent: http.Agent): Promise<{ status
     });
     req.on('error', reject);
   });
-}
-
-/**
- * `clients` clients sending GET `p` back to back, each on a new connection
- * (`Connection: close`), until stop(); every non-200 answer or error counts.
- */
-function loadFresh(port: number, p: string, clients: number): { stop(): Promise<LoadResult>; result: LoadResult } {
-  const result: LoadResult = { ok: 0, failed: 0, failures: {}, bodies: {} };
-  let running = true;
-  const loops: Promise<void>[] = [];
-  for (let i = 0; i < clients; i++) {
-    loops.push((async () => {
-      while (running) {
-        try {
-          const r = await getWith(port, p);
-          if (r.status === 200) result.ok++;
-          else {
-            result.failed++;
-            result.failures[String(r.status)] = (result.failures[String(r.status)] ?? 0) + 1;
-          }
-        } catch (e) {
-          result.failed++;
-          const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
-          result.failures[code] = (result.failures[code] ?? 0) + 1;
-        }
-      }
-    })());
-  }
-  return { result, async stop() { running = false; await Promise.all(loops); return result; } };
 }
 
 /** Pids of the processes holding the listening TCP socket of 127.0.0.1:`port`. */
@@ -161,7 +132,7 @@ describe('connection hand-off', () => {
     await waitPids(j, APP, 2);
     const logFrom = j.logText().length;
     const kept = load(direct, '/', 8);
-    const fresh = loadFresh(direct, '/', 4);
+    const fresh = load(direct, '/', 4, false, true);
     await progressed(kept.result, 100);
     await progressed(fresh.result, 50);
     for (let i = 0; i < 2; i++) {

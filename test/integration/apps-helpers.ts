@@ -101,18 +101,19 @@ export interface LoadResult {
 }
 
 /**
- * Run `clients` keep-alive clients, each sending GET `p` back to back, until
+ * Run `clients` keep-alive clients (or, with `fresh`, clients opening a new
+ * connection for each request), each sending GET `p` back to back, until
  * stop() is called; then resolve with the counts. Every non-200 answer or
  * connection error is a failure.
  */
-export function load(port: number, p: string, clients: number, collect = false): { stop(): Promise<LoadResult>; result: LoadResult } {
+export function load(port: number, p: string, clients: number, collect = false, fresh = false): { stop(): Promise<LoadResult>; result: LoadResult } {
   const result: LoadResult = { ok: 0, failed: 0, failures: {}, bodies: {} };
   let running = true;
   const agents: http.Agent[] = [];
   const loops: Promise<void>[] = [];
   for (let i = 0; i < clients; i++) {
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-    agents.push(agent);
+    const agent = fresh ? undefined : new http.Agent({ keepAlive: true, maxSockets: 1 });
+    if (agent !== undefined) agents.push(agent);
     loops.push((async () => {
       while (running) {
         try {
