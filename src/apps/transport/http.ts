@@ -288,13 +288,7 @@ class HttpExchange {
    */
   failed(code?: string): void {
     if (this.done) return;
-    const s = this.s;
-    this.s = null;
-    if (s !== null) {
-      s.x = null;
-      if (this.bodyStarted) this.ex.r.req.unpipe(s.sock);
-      s.sock.destroy();
-    }
+    const s = this.detach();
     const refused = code === 'ECONNREFUSED' || code === 'ENOENT';
     const reset = code === 'ECONNRESET' || code === 'EPIPE';
     // Nobody listens any more: the process is gone.
@@ -311,9 +305,7 @@ class HttpExchange {
       }
       if (!this.maybeDelivered) {
         this.done = true;
-        if (this.ex.requeue(false)) return;
-        this.ex.fail(503);
-        this.ex.finish();
+        if (!this.ex.requeue(false)) this.unavailable();
         return;
       }
       if (IDEMPOTENT.has(this.ex.r.req.method ?? '')) {
@@ -321,22 +313,23 @@ class HttpExchange {
         // process meanwhile (a signal to it), never when it ended of its own (a crash).
         this.done = true;
         this.conn.whenExited(KILLED_WAIT_MS, (killed) => {
-          if (killed && this.ex.requeue(true)) return;
-          this.ex.fail(503);
-          this.ex.finish();
+          if (!killed || !this.ex.requeue(true)) this.unavailable();
         });
         return;
       }
     }
     this.done = true;
+    this.unavailable();
+  }
+
+  /** Answer 503 (or close, after the head) and end the exchange. */
+  private unavailable(): void {
     this.ex.fail(503);
     this.ex.finish();
   }
 
-  /** The client is gone or the pool answered already (timeout): drop the app side. */
-  abandon(): void {
-    if (this.done) return;
-    this.done = true;
+  /** Take the exchange off its socket, which is closed; returns that socket, if any. */
+  private detach(): AppSocket | null {
     const s = this.s;
     this.s = null;
     if (s !== null) {
@@ -344,6 +337,14 @@ class HttpExchange {
       if (this.bodyStarted) this.ex.r.req.unpipe(s.sock);
       s.sock.destroy();
     }
+    return s;
+  }
+
+  /** The client is gone or the pool answered already (timeout): drop the app side. */
+  abandon(): void {
+    if (this.done) return;
+    this.done = true;
+    this.detach();
     this.ex.finish();
   }
 }
