@@ -567,8 +567,10 @@ export class Pool {
   }
 
   /**
-   * SIGKILL `p` after the grace period — unless requests are still under way
-   * on client connections handed to it and the daemon is not shutting down:
+   * SIGKILL `p` after the grace period — unless requests were under way on
+   * client connections handed to it during that period (still running, or
+   * just finished and the process on its way out) and the daemon is not
+   * shutting down:
    * the router cannot see those, the process reports them, and a process
    * replaced (restart, reconfiguration) finishes its requests as under Unit,
    * then exits by itself. It is looked at again a grace period later.
@@ -578,7 +580,7 @@ export class Pool {
     p.killTimer = setTimeout(() => {
       p.killTimer = null;
       if (p.state !== 'stopping') return;
-      if (!this.stopped && p.conn instanceof HttpConnection && p.conn.directBusy > 0) this.#killLater(p);
+      if (!this.stopped && p.conn instanceof HttpConnection && p.conn.directBusyWithin(env.killTimeout)) this.#killLater(p);
       else env.host.kill(p.pid, 'SIGKILL');
     }, env.killTimeout);
     p.killTimer.unref();

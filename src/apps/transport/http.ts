@@ -527,6 +527,8 @@ export class HttpConnection implements AppConnection {
   direct = 0;
   /** Requests under way and upgraded connections on them, as the process last reported. */
   #directBusy = 0;
+  /** `performance.now()` of the last report with requests under way (-Infinity: none yet). */
+  #directBusyAt = -Infinity;
   readonly #channel: HandoffChannel | undefined;
   #counters: AppHandoff['counters'] | undefined;
   readonly #onLost: () => void;
@@ -565,6 +567,15 @@ export class HttpConnection implements AppConnection {
    */
   get directBusy(): number {
     return this.#channel === undefined || this.#channel.closed ? 0 : this.#directBusy;
+  }
+
+  /**
+   * Whether the process had requests under way on handed connections within
+   * the last `ms`: one that just finished them is on its way out (it exits
+   * once its connections are given back) and is left that time.
+   */
+  directBusyWithin(ms: number): boolean {
+    return this.directBusy > 0 || (this.#channel !== undefined && !this.#channel.closed && performance.now() - this.#directBusyAt < ms);
   }
 
   /** Whether the process can take a whole connection now. */
@@ -666,6 +677,7 @@ export class HttpConnection implements AppConnection {
       const closed = Number(msg.c) || 0;
       this.direct = Math.max(0, this.direct - closed);
       if (msg.b !== undefined) this.#directBusy = Math.max(0, Number(msg.b) || 0);
+      if (this.#directBusy > 0) this.#directBusyAt = performance.now();
       if (this.#counters !== undefined) {
         this.#counters.requests += requests;
         this.#counters.closed += closed;
